@@ -1,0 +1,1 @@
+"""Upstream's Django project and its web face."""

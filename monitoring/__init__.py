@@ -1,0 +1,1 @@
+"""Upstream's engine: models, client, recorder, probes, rollups, alerts, notifications."""

@@ -1,0 +1,152 @@
+"""Django admin: configuration (audited), request logs and the audit log (read-only)."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.core.paginator import Paginator
+from django.utils.functional import cached_property
+
+from monitoring import audit
+from monitoring.models import (
+    Alert,
+    AlertRule,
+    AuditLog,
+    Integration,
+    MaintenanceWindow,
+    Notification,
+    Probe,
+    ProbeResult,
+    RecorderLoss,
+    RequestLog,
+    Silence,
+)
+
+admin.site.site_header = "Upstream administration"
+admin.site.site_title = "Upstream admin"
+admin.site.index_title = "Configuration and records"
+
+
+class AuditedAdmin(admin.ModelAdmin):
+    """Every create, update and delete made through the admin lands in the audit log."""
+
+    def save_model(self, request, obj, form, change):
+        before = None
+        if change and obj.pk is not None:
+            before = audit.snapshot(type(obj).objects.get(pk=obj.pk))
+        super().save_model(request, obj, form, change)
+        audit.record_change(request, obj, before)
+
+    def delete_model(self, request, obj):
+        before = audit.snapshot(obj)
+        audit.record_change(request, obj, before, deleted=True)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            audit.record_change(request, obj, audit.snapshot(obj), deleted=True)
+        super().delete_queryset(request, queryset)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records, not configuration: nobody adds, edits or deletes them here."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class NoCountPaginator(Paginator):
+    """Large tables: don't COUNT(*) millions of rows to draw page links."""
+
+    @cached_property
+    def count(self):
+        return 10**9
+
+
+@admin.register(Integration)
+class IntegrationAdmin(AuditedAdmin):
+    list_display = ["name", "environment", "slug", "base_url", "owner_email", "active"]
+    list_filter = ["environment", "active"]
+    search_fields = ["name", "slug", "base_url"]
+    prepopulated_fields = {"slug": ["name"]}
+
+
+@admin.register(RequestLog)
+class RequestLogAdmin(ReadOnlyAdmin):
+    list_display = [
+        "created", "integration", "source", "method", "path", "status", "outcome",
+        "latency_ms", "error_code", "attempt",
+    ]  # fmt: skip
+    list_filter = ["source", "outcome", "status", "integration"]
+    list_select_related = ["integration"]
+    date_hierarchy = "created"
+    search_fields = ["path", "error_code", "call_id"]
+    paginator = NoCountPaginator
+    show_full_result_count = False
+
+
+@admin.register(AuditLog)
+class AuditLogAdmin(ReadOnlyAdmin):
+    list_display = ["seq", "created", "actor", "action", "target_repr", "ip"]
+    list_filter = ["action", "actor_type", "target_type"]
+    search_fields = ["actor", "target_repr", "ip", "action"]
+    date_hierarchy = "created"
+
+
+@admin.register(RecorderLoss)
+class RecorderLossAdmin(ReadOnlyAdmin):
+    list_display = ["created", "rows", "reason"]
+
+
+@admin.register(Probe)
+class ProbeAdmin(AuditedAdmin):
+    list_display = ["name", "integration", "url", "interval_s", "state", "last_run_at", "enabled"]
+    list_filter = ["state", "enabled", "integration"]
+    search_fields = ["name", "url"]
+    readonly_fields = [
+        "state", "state_changed_at", "consecutive_failures", "consecutive_successes",
+        "last_run_at", "last_ok", "last_reason", "last_message", "last_latency_ms",
+        "cert_days_left", "cert_checked_at", "next_run_at", "claimed_until",
+    ]  # fmt: skip
+
+
+@admin.register(ProbeResult)
+class ProbeResultAdmin(ReadOnlyAdmin):
+    list_display = ["created", "probe", "ok", "reason", "status", "latency_ms", "message"]
+    list_filter = ["ok", "reason"]
+    list_select_related = ["probe__integration"]
+    paginator = NoCountPaginator
+    show_full_result_count = False
+
+
+@admin.register(AlertRule)
+class AlertRuleAdmin(AuditedAdmin):
+    list_display = ["name", "kind", "integration", "enabled", "repeat_interval_s"]
+    list_filter = ["kind", "enabled"]
+
+
+@admin.register(Alert)
+class AlertAdmin(ReadOnlyAdmin):
+    list_display = ["title", "state", "integration", "first_seen", "last_seen", "resolved_at"]
+    list_filter = ["state", "rule__kind"]
+
+
+@admin.register(Notification)
+class NotificationAdmin(ReadOnlyAdmin):
+    list_display = ["created", "alert", "kind", "recipient", "status", "attempts", "sent_at"]
+    list_filter = ["status", "kind"]
+
+
+@admin.register(Silence)
+class SilenceAdmin(AuditedAdmin):
+    list_display = ["__str__", "starts_at", "ends_at", "author", "reason"]
+
+
+@admin.register(MaintenanceWindow)
+class MaintenanceWindowAdmin(AuditedAdmin):
+    list_display = ["name", "integration", "starts_at", "ends_at", "weekday", "start_time"]

@@ -1,0 +1,131 @@
+"""Settings come from the environment, and bad values stop start-up with a clear message."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from dashboard.env import database_from_url, env_bool, env_int, env_list
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("raw", ["maybe", "2", "yes please", "TRUEISH"])
+def test_env_bool_rejects_values_that_are_not_booleans(monkeypatch, raw):
+    monkeypatch.setenv("DEBUG", raw)
+    with pytest.raises(ImproperlyConfigured, match="DEBUG"):
+        env_bool("DEBUG")
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("1", True), ("off", False), ("Yes", True), ("", False)]
+)
+def test_env_bool_reads_the_usual_spellings(monkeypatch, raw, expected):
+    monkeypatch.setenv("FLAG", raw)
+    assert env_bool("FLAG", default=not expected) is expected
+
+
+def test_env_int_rejects_words_and_values_below_the_minimum(monkeypatch):
+    monkeypatch.setenv("N", "ten")
+    with pytest.raises(ImproperlyConfigured, match="not a whole number"):
+        env_int("N", 1)
+    monkeypatch.setenv("N", "0")
+    with pytest.raises(ImproperlyConfigured, match="minimum"):
+        env_int("N", 1, minimum=1)
+    monkeypatch.delenv("N")
+    assert env_int("N", 7) == 7
+
+
+def test_env_list_splits_on_commas_and_drops_blanks(monkeypatch):
+    monkeypatch.setenv("HOSTS", " a.example, ,b.example ")
+    assert env_list("HOSTS") == ["a.example", "b.example"]
+
+
+def test_database_url_parses_postgres_and_rejects_other_schemes():
+    db = database_from_url("postgres://u:p%40ss@db.internal:6543/upstream?sslmode=require")
+    assert db["ENGINE"] == "django.db.backends.postgresql"
+    assert (db["NAME"], db["USER"], db["PASSWORD"], db["HOST"], db["PORT"]) == (
+        "upstream",
+        "u",
+        "p@ss",
+        "db.internal",
+        "6543",
+    )
+    assert db["OPTIONS"] == {"sslmode": "require"}
+    with pytest.raises(ImproperlyConfigured, match="scheme"):
+        database_from_url("mysql://u@h/db")
+    with pytest.raises(ImproperlyConfigured, match="names no database"):
+        database_from_url("postgres://u@h/")
+
+
+PRODUCTION_ENV = {
+    "DEBUG": "0",
+    "SECRET_KEY": "x7#Kp2!vQm9@Lr4$Tz8^Wn1&Yb6*Hc3(Jd5)Fg0-Sa+Ue=Io;Pl:Mk<Nj>Bh?Vg",
+    "ALLOWED_HOSTS": "upstream.example.com",
+    "EMAIL_HOST": "smtp.example.com",
+}
+
+
+def _manage(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    base = {
+        k: v for k, v in os.environ.items() if k not in {"DEBUG", "SECRET_KEY", "ALLOWED_HOSTS"}
+    }
+    base.pop("DJANGO_SETTINGS_MODULE", None)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_bad_debug_value_stops_start_up_with_the_variable_named():
+    result = _manage(["check"], {"DEBUG": "maybe"})
+    assert result.returncode != 0
+    assert "DEBUG='maybe' is not a boolean" in result.stderr
+
+
+def test_production_mode_refuses_the_development_secret_key():
+    env = {**PRODUCTION_ENV}
+    del env["SECRET_KEY"]
+    result = _manage(["check"], env)
+    assert result.returncode != 0
+    assert "SECRET_KEY" in result.stderr
+
+
+def test_production_mode_passes_check_deploy_at_warning_level():
+    result = _manage(["check", "--deploy", "--fail-level", "WARNING"], PRODUCTION_ENV)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_task_queue_retry_at_or_below_timeout_is_a_system_error():
+    result = _manage(["check"], {"Q_TIMEOUT": "300", "Q_RETRY": "300"})
+    assert result.returncode != 0
+    assert "upstream.E001" in result.stderr
+
+
+def test_the_database_is_sqlite_in_wal_mode_unless_database_url_is_set(db):
+    from django.conf import settings
+    from django.db import connection
+
+    if os.environ.get("DATABASE_URL"):
+        assert connection.vendor == "postgresql"
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA journal_mode")
+        assert cursor.fetchone()[0] == "wal"
+    assert settings.DATABASES["default"]["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
+
+
+def test_email_has_a_timeout():
+    from django.conf import settings
+
+    assert settings.EMAIL_TIMEOUT and settings.EMAIL_TIMEOUT > 0
