@@ -1,0 +1,357 @@
+"""Fixed log-scale latency histogram whose merges are exact, so percentiles survive rollups."""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Iterable
+
+# --- Bucket layout ------------------------------------------------------------------------
+#
+# The layout is fixed forever: stored blobs hold bucket *indexes*, so changing any of these
+# constants silently reinterprets every histogram already in the database. A new layout
+# needs a new ENCODING_VERSION.
+#
+#   bucket i (0 <= i < OVERFLOW_INDEX) covers [LOW_MS * GAMMA**i, LOW_MS * GAMMA**(i + 1)),
+#   except that bucket 0 also takes everything below LOW_MS (including <= 0 and -inf) and
+#   the last regular bucket is cut short at HIGH_MS;
+#   bucket OVERFLOW_INDEX covers [HIGH_MS, +inf].
+#
+# NaN is rejected with ValueError: a NaN latency is a measuring bug upstream, and filing it
+# under "0.1 ms" would quietly drag the percentiles down.
+
+LOW_MS = 0.1
+"""Lower edge of bucket 0, which also takes every value below it."""
+
+HIGH_MS = 600_000.0
+"""Ten minutes. Values at or above this land in the overflow bucket."""
+
+GAMMA = 1.02
+"""Ratio between consecutive bucket edges (2 % relative bucket width)."""
+
+OVERFLOW_INDEX = math.ceil(math.log(HIGH_MS / LOW_MS) / math.log(GAMMA))  # 789
+BUCKET_COUNT = OVERFLOW_INDEX + 1  # 790
+
+MAX_RELATIVE_ERROR = math.sqrt(GAMMA) - 1
+"""Worst relative error (~0.995 %) of a percentile for values in [LOW_MS, HIGH_MS)."""
+
+ENCODING_VERSION = 1
+EMPTY_ENCODING = bytes((ENCODING_VERSION,))
+
+# The edge table, not the logarithm, is the definition of where a bucket starts: the log
+# only guesses the index and is then corrected against the table, so a value exactly on an
+# edge always lands in the bucket that edge opens.
+_EDGES: list[float] = [LOW_MS * GAMMA**i for i in range(OVERFLOW_INDEX)] + [HIGH_MS, math.inf]
+# Geometric midpoint: the value with equal *relative* distance to both edges. The overflow
+# bucket has no upper edge, so the best it can say is "at least HIGH_MS".
+_REPRESENTATIVE: list[float] = [
+    math.sqrt(_EDGES[i] * _EDGES[i + 1]) for i in range(OVERFLOW_INDEX)
+] + [HIGH_MS]
+_INV_LOG_GAMMA = 1 / math.log(GAMMA)
+_LAST_REGULAR = OVERFLOW_INDEX - 1
+
+
+def bucket_index(ms: float) -> int:
+    """Return the bucket holding a latency in milliseconds; raise ValueError on NaN."""
+    if ms >= HIGH_MS:
+        return OVERFLOW_INDEX
+    if not ms > LOW_MS:
+        if ms != ms:
+            raise ValueError("latency is NaN")
+        return 0
+    i = int(math.log(ms / LOW_MS) * _INV_LOG_GAMMA)
+    if i > _LAST_REGULAR:
+        i = _LAST_REGULAR
+    # The log is off by at most one ulp-sized step, so one correction either way suffices.
+    if ms < _EDGES[i]:
+        i -= 1
+    elif ms >= _EDGES[i + 1]:
+        i += 1
+    return i
+
+
+def bucket_bounds(index: int) -> tuple[float, float]:
+    """Return the [lower, upper) edges of a bucket (bucket 0 also holds everything below)."""
+    if not 0 <= index < BUCKET_COUNT:
+        raise IndexError(f"bucket index {index} out of range")
+    return _EDGES[index], _EDGES[index + 1]
+
+
+def bucket_value(index: int) -> float:
+    """Return the value a percentile reports for a bucket: its geometric midpoint."""
+    if not 0 <= index < BUCKET_COUNT:
+        raise IndexError(f"bucket index {index} out of range")
+    return _REPRESENTATIVE[index]
+
+
+def _rank(q: float, total: int) -> int:
+    # Nearest-rank: the smallest rank r with r >= q/100 * N. q * N before dividing keeps it
+    # exact for integer q (7 / 100 * 100 would give 7.000000000000001 and rank 8).
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile must be within 0..100, got {q!r}")
+    return min(total, max(1, math.ceil(q * total / 100)))
+
+
+class Histogram:
+    """Counts of latencies per fixed bucket; merges are exact, associative and commutative.
+
+    Percentiles use the nearest-rank definition: p(q) is the ceil(q/100 * N)-th smallest
+    value (the first for q = 0). The histogram finds the bucket holding that value and
+    reports the bucket's geometric midpoint, clamped to the observed min/max, so for values
+    in [LOW_MS, HIGH_MS) the relative error is at most MAX_RELATIVE_ERROR (~1 %).
+
+    min_ms / max_ms are tracked by add() and merge() but are not part of the encoding (the
+    metric bucket stores them in their own columns), and equality ignores them: two
+    histograms are equal when they would encode to the same bytes.
+    """
+
+    __slots__ = ("_counts", "_total", "max_ms", "min_ms")
+
+    def __init__(self) -> None:
+        # Sparse on purpose: a minute bucket usually fills a handful of the 790 buckets.
+        # Invariant: no zero counts, so dict equality is histogram equality.
+        self._counts: dict[int, int] = {}
+        self._total = 0
+        self.min_ms: float | None = None
+        self.max_ms: float | None = None
+
+    @classmethod
+    def from_values(cls, values: Iterable[float]) -> Histogram:
+        """Build a histogram from raw latencies in milliseconds."""
+        hist = cls()
+        for ms in values:
+            hist.add(ms)
+        return hist
+
+    @property
+    def total(self) -> int:
+        """Number of latencies counted."""
+        return self._total
+
+    @property
+    def is_empty(self) -> bool:
+        return self._total == 0
+
+    def add(self, ms: float, count: int = 1) -> None:
+        """Count a latency `count` times; raise ValueError on NaN or a negative count."""
+        count = operator.index(count)
+        index = bucket_index(ms)
+        if count <= 0:
+            if count < 0:
+                raise ValueError(f"count must not be negative, got {count}")
+            return
+        counts = self._counts
+        counts[index] = counts.get(index, 0) + count
+        self._total += count
+        if self.min_ms is None or ms < self.min_ms:
+            self.min_ms = ms
+        if self.max_ms is None or ms > self.max_ms:
+            self.max_ms = ms
+
+    def merge(self, other: Histogram) -> None:
+        """Add another histogram's counts (and widen min/max) into this one."""
+        counts = self._counts
+        for index, count in other._counts.items():
+            counts[index] = counts.get(index, 0) + count
+        self._total += other._total
+        if other.min_ms is not None and (self.min_ms is None or other.min_ms < self.min_ms):
+            self.min_ms = other.min_ms
+        if other.max_ms is not None and (self.max_ms is None or other.max_ms > self.max_ms):
+            self.max_ms = other.max_ms
+
+    def __iadd__(self, other: Histogram) -> Histogram:
+        if not isinstance(other, Histogram):
+            return NotImplemented
+        self.merge(other)
+        return self
+
+    def copy(self) -> Histogram:
+        clone = Histogram()
+        clone._counts = dict(self._counts)
+        clone._total = self._total
+        clone.min_ms = self.min_ms
+        clone.max_ms = self.max_ms
+        return clone
+
+    def buckets(self) -> list[tuple[int, int]]:
+        """Return the non-empty (bucket index, count) pairs in index order."""
+        return sorted(self._counts.items())
+
+    def percentile(
+        self, q: float, lo: float | None = None, hi: float | None = None
+    ) -> float | None:
+        """Return the nearest-rank q-th percentile (q in 0..100), or None when empty.
+
+        lo / hi clamp the answer; they default to the tracked min_ms / max_ms, which a
+        decoded histogram does not have, so pass the stored latency min/max there.
+        """
+        return self.percentiles((q,), lo, hi)[q]
+
+    def percentiles(
+        self, qs: Iterable[float], lo: float | None = None, hi: float | None = None
+    ) -> dict[float, float | None]:
+        """Return {q: percentile(q, lo, hi)} for several q in one pass over the buckets."""
+        qs = list(qs)
+        total = self._total
+        if total == 0:
+            for q in qs:
+                _rank(q, 1)  # still reject a bad q on an empty histogram
+            return dict.fromkeys(qs)
+        if lo is None:
+            lo = self.min_ms
+        if hi is None:
+            hi = self.max_ms
+        wanted = sorted((_rank(q, total), q) for q in qs)
+        result: dict[float, float | None] = {}
+        pending = iter(wanted)
+        rank, q = next(pending, (None, None))
+        seen = 0
+        for index in sorted(self._counts):
+            seen += self._counts[index]
+            while rank is not None and rank <= seen:
+                value = _REPRESENTATIVE[index]
+                if lo is not None and value < lo:
+                    value = lo
+                if hi is not None and value > hi:
+                    value = hi
+                result[q] = value
+                rank, q = next(pending, (None, None))
+            if rank is None:
+                break
+        return {q: result[q] for q in qs}
+
+    def encode(self) -> bytes:
+        """Return the compact sparse encoding: version byte, then varint (index delta, count)."""
+        out = bytearray(EMPTY_ENCODING)
+        counts = self._counts
+        previous = -1
+        for index in sorted(counts):
+            _put_varint(out, index - previous)
+            _put_varint(out, counts[index])
+            previous = index
+        return bytes(out)
+
+    @classmethod
+    def decode(cls, blob: bytes | bytearray | memoryview) -> Histogram:
+        """Rebuild a histogram from encode()'s bytes; b"" counts as empty (a blank column).
+
+        Raise ValueError on anything encode() could not have produced.
+        """
+        dense = [0] * BUCKET_COUNT
+        hist = cls()
+        hist._total = _accumulate(blob, dense)
+        hist._counts = {index: count for index, count in enumerate(dense) if count}
+        return hist
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Histogram):
+            return NotImplemented
+        return self._counts == other._counts
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return (
+            f"<Histogram total={self._total} buckets={len(self._counts)} "
+            f"min_ms={self.min_ms} max_ms={self.max_ms}>"
+        )
+
+
+def merge_encoded(blobs: Iterable[bytes | bytearray | memoryview | None]) -> Histogram:
+    """Merge many encoded histograms straight from their bytes; None and b"" count as empty.
+
+    This is the query layer's path (thousands of blobs per chart), so it decodes every blob
+    into one shared dense list instead of building a Histogram per blob. The result has no
+    min_ms / max_ms: pass the stored ones to percentile().
+    """
+    dense = [0] * BUCKET_COUNT
+    total = 0
+    for blob in blobs:
+        if blob:
+            total += _accumulate(blob, dense)
+    hist = Histogram()
+    hist._total = total
+    hist._counts = {index: count for index, count in enumerate(dense) if count}
+    return hist
+
+
+def _put_varint(out: bytearray, value: int) -> None:
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+
+
+def _accumulate(blob: bytes | bytearray | memoryview, dense: list[int]) -> int:
+    """Add one blob's counts into `dense` (indexed by bucket) and return how many it held."""
+    # PostgreSQL hands BinaryField values back as memoryview; bytes index fastest.
+    if type(blob) is not bytes:
+        blob = bytes(blob)
+    end = len(blob)
+    if end == 0:
+        return 0
+    if blob[0] != ENCODING_VERSION:
+        raise ValueError(f"unknown histogram encoding version {blob[0]}")
+    pos = 1
+    index = -1
+    total = 0
+    tail_checked = False
+    while pos < end:
+        if not tail_checked and pos > 1:
+            tail_checked = True
+            # Past the first (absolute, so usually two-byte) index, a minute's deltas and
+            # counts nearly always fit one byte each; such a tail is walked by slicing,
+            # about twice as fast as parsing. A zero byte or a varint sends it down the
+            # general path below, which reports what is wrong.
+            tail = blob[pos:]
+            if len(tail) % 2 == 0 and tail.isascii() and b"\x00" not in tail:
+                counts = tail[1::2]
+                for delta, count in zip(tail[::2], counts, strict=True):
+                    index += delta
+                    if index >= BUCKET_COUNT:
+                        raise ValueError(f"histogram bucket index {index} out of range")
+                    dense[index] += count
+                return total + sum(counts)
+        byte = blob[pos]
+        pos += 1
+        if byte & 0x80:
+            delta, pos = _varint_tail(blob, pos, byte)
+        else:
+            delta = byte
+        if pos >= end:
+            raise ValueError("histogram encoding truncated after a bucket index")
+        byte = blob[pos]
+        pos += 1
+        if byte & 0x80:
+            count, pos = _varint_tail(blob, pos, byte)
+        else:
+            count = byte
+        if delta == 0 or count == 0:
+            raise ValueError("histogram encoding has a repeated bucket or a zero count")
+        index += delta
+        if index >= BUCKET_COUNT:
+            raise ValueError(f"histogram bucket index {index} out of range")
+        dense[index] += count
+        total += count
+    return total
+
+
+def _varint_tail(blob: bytes, pos: int, first: int) -> tuple[int, int]:
+    value = first & 0x7F
+    shift = 7
+    end = len(blob)
+    while True:
+        if pos >= end:
+            raise ValueError("histogram encoding truncated inside a varint")
+        byte = blob[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            # A trailing zero group is a longer spelling of a shorter varint; refusing it
+            # keeps every accepted blob canonical, so decode-then-encode gives it back.
+            if byte == 0:
+                raise ValueError("histogram encoding has a non-minimal varint")
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("histogram encoding has an oversized varint")
