@@ -45,13 +45,14 @@ def create_roles(apps, schema_editor):
 def install_triggers(apps, schema_editor):
     vendor = schema_editor.connection.vendor
     for sql in {"sqlite": SQLITE_UP, "postgresql": PG_UP}.get(vendor, []):
-        schema_editor.execute(sql)
+        # No parameters: the PL/pgSQL body's % is RAISE's placeholder, not the driver's.
+        schema_editor.execute(sql, params=None)
 
 
 def remove_triggers(apps, schema_editor):
     vendor = schema_editor.connection.vendor
     for sql in {"sqlite": SQLITE_DOWN, "postgresql": PG_DOWN}.get(vendor, []):
-        schema_editor.execute(sql)
+        schema_editor.execute(sql, params=None)
 
 
 class Migration(migrations.Migration):
