@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 	@mkdir -p var
 
+# The demo writes alert e-mails to var/mail/ instead of needing an SMTP server.
+run: export EMAIL_BACKEND ?= django.core.mail.backends.filebased.EmailBackend
 run: setup
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py setup_upstream
