@@ -1,0 +1,585 @@
+"""Pure parsers that turn one HTTP attempt (path, body, headers, exception) into log fields."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import ssl
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from functools import lru_cache
+from html import unescape
+from urllib.parse import unquote, urlsplit
+
+import httpx
+
+PATH_CAP = 255
+CODE_CAP = 100
+MESSAGE_CAP = 500
+LINK_CAP = 500
+VERSION_CAP = 64
+POLICY_CAP = 100
+BODY_WINDOW = 64 * 1024
+# Header values and paths are cut before any regex sees them, so work stays bounded.
+_HEADER_WINDOW = 4096
+_PATH_WINDOW = 4096
+
+
+# --- path templating ----------------------------------------------------------------------
+
+_NUMERIC = re.compile(r"\d+")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_EMAIL = re.compile(r"[^@\s/]+@[^@\s/.]+(?:\.[^@\s/.]+)+")
+_EXTENSION = re.compile(r"(.+)(\.(?:json|xml|csv|txt|html|pdf|png|jpg))", re.IGNORECASE)
+_CASE_SWITCH = re.compile(r"[a-z][A-Z]|[A-Z][a-z]")
+_TOKEN_MIN = 16
+
+
+def template_path(path: str, explicit: Sequence[str] = ()) -> str:
+    """Return the endpoint template of a request path, e.g. ``/v1/users/{id}``."""
+    if "://" in path[:16]:
+        try:
+            path = urlsplit(path[:_PATH_WINDOW]).path
+        except ValueError:
+            path = path.partition("://")[2].partition("/")[2]
+    path = path[:_PATH_WINDOW].partition("?")[0].partition("#")[0] or "/"
+    best, best_literal = "", -1
+    for template in explicit:
+        literal = _explicit_match(template, path)
+        if literal > best_literal:
+            best, best_literal = template, literal
+    if best:
+        return best[:PATH_CAP]
+    return "/".join(_template_segment(seg) for seg in path.split("/"))[:PATH_CAP]
+
+
+@lru_cache(maxsize=256)
+def _template_regex(template: str) -> tuple[re.Pattern[str], int]:
+    """Compile an explicit template; also return how many literal characters it pins."""
+    template = template.partition("?")[0]
+    pieces = re.split(r"(\{[^{}/]*\})", template.rstrip("/") or "/")
+    pattern = "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in pieces)
+    literal = sum(len(p) for p in pieces if not p.startswith("{"))
+    return re.compile(pattern + "/?"), literal
+
+
+def _explicit_match(template: str, path: str) -> int:
+    """Literal length of ``template`` if it matches ``path`` segment by segment, else -1."""
+    regex, literal = _template_regex(template)
+    return literal if regex.fullmatch(path) else -1
+
+
+def _template_segment(segment: str) -> str:
+    if not segment:
+        return segment
+    value = unquote(segment)
+    if _NUMERIC.fullmatch(value):
+        return "{id}"
+    if _UUID.fullmatch(value):
+        return "{uuid}"
+    if _EMAIL.fullmatch(value):
+        return "{email}"
+    # Twilio-style ``/Messages/SM123….json`` keeps its extension so formats stay apart.
+    ext = _EXTENSION.fullmatch(value)
+    if ext:
+        stem = _template_segment(ext[1])
+        if stem.startswith("{"):
+            return stem + ext[2]
+    if _looks_like_token(value):
+        return "{token}"
+    return segment
+
+
+def _looks_like_token(value: str) -> bool:
+    # Words in paths are letters; ids and keys mix in digits or flip case at random.
+    if len(value) < _TOKEN_MIN:
+        return False
+    if any(c.isdigit() for c in value):
+        return True
+    return len(_CASE_SWITCH.findall(value)) >= 6
+
+
+# --- error payloads -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedError:
+    """An error code and message from a response body; empty strings when there is none."""
+
+    code: str = ""
+    message: str = ""
+
+
+_CHARSET = re.compile(r"charset\s*=\s*[\"']?([\w.:-]{1,40})", re.IGNORECASE)
+_IDENTIFIER = re.compile(r"[A-Za-z0-9_.:/-]{1,100}")
+_TAG = re.compile(r"<[^<>]*>")
+_XML_CODE = re.compile(r"<(?:\w{1,20}:)?Code>([^<]{1,200})<")
+_XML_MESSAGE = re.compile(r"<(?:\w{1,20}:)?Message>([^<]{1,2000})<")
+
+
+def decode_body(data: bytes, content_type: str | None) -> str:
+    """Decode a body with its declared charset (UTF-8 otherwise); bad bytes become U+FFFD."""
+    charset = "utf-8"
+    match = _CHARSET.search(content_type or "")
+    if match:
+        charset = match[1]
+    try:
+        text = data.decode(charset, errors="replace")
+    except (LookupError, ValueError):
+        text = data.decode("utf-8", errors="replace")
+    return text.lstrip("\ufeff")
+
+
+def parse_error(
+    body: bytes,
+    content_type: str | None,
+    scrub: Callable[[str], str] | None = None,
+) -> ParsedError:
+    """Pull an error code and message out of a response body; never raises.
+
+    ``scrub`` (e.g. ``Redactor().text``) runs before the caps, so a secret cut by a cap is
+    never half-left in the result.
+    """
+    text = decode_body(body[:BODY_WINDOW], content_type)
+    ctype = (content_type or "").lower()
+    code = message = ""
+    head = text.lstrip()[:1]
+    if "json" in ctype or head in ("{", "["):
+        try:
+            payload = json.loads(text)
+        except (ValueError, RecursionError):
+            payload = None
+        code, message = _from_json(payload, problem="problem+json" in ctype)
+    if not code and not message and ("xml" in ctype or head == "<"):
+        xml_code, xml_message = _XML_CODE.search(text), _XML_MESSAGE.search(text)
+        code = xml_code[1] if xml_code else ""
+        message = unescape(xml_message[1]) if xml_message else ""
+    if not code and not message:
+        if "html" in ctype or "xml" in ctype or head == "<":
+            text = unescape(_TAG.sub(" ", text))
+        message = _first_line(text)
+    scrub = scrub or (lambda s: s)
+    return ParsedError(
+        code=_one_line(scrub(code))[:CODE_CAP],
+        message=_one_line(scrub(message))[:MESSAGE_CAP],
+    )
+
+
+def _from_json(payload: object, problem: bool) -> tuple[str, str]:
+    if isinstance(payload, str):
+        return "", payload
+    if isinstance(payload, list):
+        # Salesforce and friends answer with a bare list of error objects.
+        payload = next((item for item in payload[:10] if isinstance(item, dict)), None)
+    if not isinstance(payload, dict):
+        return "", ""
+    error = payload.get("error")
+    if problem or ("title" in payload and "type" in payload and error is None):
+        kind = _scalar(payload.get("type"))
+        code = kind if kind and kind != "about:blank" else _scalar(payload.get("status"))
+        return code, _first(payload, "detail", "title")
+    if isinstance(error, dict):
+        # Google puts the HTTP status number in "code" and the useful name in "status".
+        code = _first(error, "code", "type", "status", strings_only=True)
+        code = code or _first(error, "code", "type", "status")
+        message = _first(error, "message", "error_description", "description", "details")
+        if not message:
+            message = _from_errors(error.get("errors"))[1]
+        return code, message or _first(payload, "message", "error_description")
+    if isinstance(error, str) and error.strip():
+        description = _first(payload, "error_description", "message", "error_message", "detail")
+        if description or _IDENTIFIER.fullmatch(error):
+            return error, description
+        return _first(payload, "code", "error_code", "errorCode"), error
+    sub_code, sub_message = _from_errors(payload.get("errors"))
+    fault = payload.get("fault")
+    if isinstance(fault, dict):
+        detail = fault.get("detail")
+        detail_code = _first(detail, "errorcode") if isinstance(detail, dict) else ""
+        sub_code = sub_code or detail_code or _first(fault, "faultcode", "code")
+        sub_message = sub_message or _first(fault, "faultstring", "message")
+    code = _first(payload, "code", "error_code", "errorCode", "__type") or sub_code
+    message = _first(
+        payload, "message", "Message", "error_message", "errorMessage", "detail", "msg"
+    )
+    return code, message or sub_message
+
+
+def _from_errors(errors: object) -> tuple[str, str]:
+    if not isinstance(errors, list) or not errors:
+        return "", ""
+    first = errors[0]
+    if isinstance(first, str):
+        return "", first
+    if not isinstance(first, dict):
+        return "", ""
+    code = _first(first, "code", "type")
+    extensions = first.get("extensions")  # GraphQL
+    if not code and isinstance(extensions, dict):
+        code = _first(extensions, "code")
+    return code, _first(first, "message", "detail", "title", "reason")
+
+
+def _first(obj: Mapping[str, object], *keys: str, strings_only: bool = False) -> str:
+    for key in keys:
+        value = obj.get(key)
+        if strings_only and not isinstance(value, str):
+            continue
+        text = _scalar(value)
+        if text:
+            return text
+    return ""
+
+
+def _scalar(value: object) -> str:
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, bool):
+        return ""
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, list) and value:
+        # NestJS validation errors: a list of messages.
+        return _scalar(value[0]) if isinstance(value[0], str | int | float) else ""
+    return ""
+
+
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return line
+    return ""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text[:BODY_WINDOW].split())
+
+
+# --- headers ------------------------------------------------------------------------------
+
+
+def _lower(headers: Mapping[str, str]) -> dict[str, str]:
+    """Lowercase names (plain dicts are not case-insensitive) and bound each value."""
+    return {str(k).lower(): str(v)[:_HEADER_WINDOW] for k, v in headers.items()}
+
+
+_NUMBER = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,9})?")
+_DURATION = re.compile(r"(?:[0-9]{1,9}(?:\.[0-9]{1,9})?(?:ms|h|m|s)){1,4}")
+_DURATION_PART = re.compile(r"([0-9]{1,9}(?:\.[0-9]{1,9})?)(ms|h|m|s)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _number(value: str | None) -> float | None:
+    """First list member of a header value as a non-negative number, else None."""
+    if value is None:
+        return None
+    value = value.split(",", 1)[0].split(";", 1)[0].strip().strip('"')
+    return float(value) if _NUMBER.fullmatch(value) else None
+
+
+def _integer(value: str | None) -> int | None:
+    number = _number(value)
+    return int(number) if number is not None else None
+
+
+def _duration(value: str | None) -> float | None:
+    """Go-style durations (``1s``, ``6m0s``, ``20ms``) as sent by OpenAI; plain seconds too."""
+    if value is None:
+        return None
+    value = value.strip()
+    if _DURATION.fullmatch(value):
+        return sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(value))
+    return _number(value)
+
+
+def _http_date(value: str | None) -> datetime | None:
+    """An HTTP-date (or ISO 8601, which some providers send) as an aware UTC datetime."""
+    if not value or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        parsed = parsedate_to_datetime(value)
+    except Exception:  # the stdlib parser raises several unrelated types
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None
+
+
+def _from_epoch(seconds: float) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """Rate-limit state a response reported; ``reset_at`` is epoch seconds."""
+
+    limit: int | None = None
+    remaining: int | None = None
+    reset_at: float | None = None
+    retry_after_s: float | None = None
+    policy: str = ""
+
+
+_LIMIT_NAMES = ("ratelimit-limit", "x-ratelimit-limit", "x-rate-limit-limit")
+_REMAINING_NAMES = ("ratelimit-remaining", "x-ratelimit-remaining", "x-rate-limit-remaining")
+_RESET_NAMES = ("ratelimit-reset", "x-ratelimit-reset", "x-rate-limit-reset")
+_MAX_COUNTER = 2**31 - 1  # what the log's integer columns hold
+_LATEST_RESET = 4_102_444_800  # 2100-01-01
+
+
+def parse_rate_limit(headers: Mapping[str, str], now: float) -> RateLimit:
+    """Read rate-limit and Retry-After headers (IETF drafts and X- variants); never raises."""
+    h = _lower(headers)
+    limit = remaining = None
+    reset: float | None = None
+    policy = ""
+
+    # IETF draft 7+: ``RateLimit: "default";r=50;t=30`` + ``RateLimit-Policy: "default";q=100``,
+    # or the older ``RateLimit: limit=100, remaining=50, reset=30``.
+    items = _sf_items(h.get("ratelimit", ""))
+    flat = {k: v for name, params in items if not name for k, v in params.items()}
+    named = next(((name, params) for name, params in items if name), None)
+    # A policy must state its quota: ``"name";q=100`` or, in the older draft, ``100;w=60``.
+    policies = [
+        (name, params)
+        for name, params in _sf_items(h.get("ratelimit-policy", ""))
+        if _integer(params.get("q") if "q" in params else name) is not None
+    ]
+    chosen = None
+    if policies:
+        wanted = named[0] if named else None
+        chosen = next((p for p in policies if p[0] == wanted), policies[0])
+        policy = _policy_text(chosen)[:POLICY_CAP]
+    if named:
+        remaining = _integer(named[1].get("r"))
+        reset = _number(named[1].get("t"))
+    remaining = remaining if remaining is not None else _integer(flat.get("remaining"))
+    reset = reset if reset is not None else _number(flat.get("reset"))
+    limit = _integer(flat.get("limit"))
+    if limit is None and chosen:
+        name, params = chosen
+        limit = _integer(params.get("q")) if "q" in params else _integer(name)
+
+    for name in _LIMIT_NAMES:
+        limit = limit if limit is not None else _integer(h.get(name))
+    for name in _REMAINING_NAMES:
+        remaining = remaining if remaining is not None else _integer(h.get(name))
+    for name in _RESET_NAMES:
+        reset = reset if reset is not None else _number(h.get(name))
+
+    # OpenAI: x-ratelimit-*-requests with Go durations; Discord: x-ratelimit-reset-after.
+    limit = limit if limit is not None else _integer(h.get("x-ratelimit-limit-requests"))
+    if remaining is None:
+        remaining = _integer(h.get("x-ratelimit-remaining-requests"))
+    reset = reset if reset is not None else _duration(h.get("x-ratelimit-reset-requests"))
+    reset = reset if reset is not None else _number(h.get("x-ratelimit-reset-after"))
+
+    return RateLimit(
+        limit=limit if limit is not None and limit <= _MAX_COUNTER else None,
+        remaining=remaining if remaining is not None and remaining <= _MAX_COUNTER else None,
+        reset_at=_reset_at(reset, now),
+        retry_after_s=_retry_after(h, now),
+        policy=policy,
+    )
+
+
+def _sf_items(value: str) -> list[tuple[str, dict[str, str]]]:
+    """Loosely parse a structured-field list: ``name;k=v;k=v, name;k=v``.
+
+    An item that is itself ``k=v`` (the older draft) comes back with an empty name.
+    """
+    items = []
+    for raw in value.split(",")[:16]:
+        parts = raw.split(";")
+        head = parts[0].strip()
+        params = {}
+        for part in parts[1:] if "=" not in head else parts:
+            key, eq, val = part.partition("=")
+            if eq:
+                params[key.strip().lower()] = val.strip().strip('"')
+        name = "" if "=" in head else head.strip('"')
+        if name or params:
+            items.append((name, params))
+    return items
+
+
+def _policy_text(item: tuple[str, dict[str, str]]) -> str:
+    name, params = item
+    return ";".join([name, *(f"{k}={v}" for k, v in params.items())]).strip(";")
+
+
+def _reset_at(value: float | None, now: float) -> float | None:
+    if value is None:
+        return None
+    if value > 10**12:  # epoch milliseconds
+        at = value / 1000
+    elif value > 10**9:  # epoch seconds; no window is 30 years long
+        at = value
+    else:
+        at = now + value
+    # Anything past 2100 is garbage, and would not fit a datetime column anyway.
+    return at if 0 <= at <= _LATEST_RESET else None
+
+
+def _retry_after(h: Mapping[str, str], now: float) -> float | None:
+    for name in ("retry-after-ms", "x-ms-retry-after-ms"):
+        millis = _number(h.get(name))
+        if millis is not None:
+            return millis / 1000
+    value = h.get("retry-after")
+    if value is None:
+        return None
+    seconds = _number(value)
+    if seconds is not None:
+        return seconds
+    when = _http_date(value)
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - now) if math.isfinite(now) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Deprecation:
+    """Deprecation and sunset announced by a response, as aware UTC datetimes."""
+
+    deprecated: bool = False
+    deprecated_at: datetime | None = None
+    sunset_at: datetime | None = None
+    link: str = ""
+
+
+_EPOCH_DATE = re.compile(r"@([0-9]{1,12})")
+_LINK = re.compile(r"<([^<>]*)>([^<]*)")
+_REL = re.compile(r"""\brel\s*=\s*(?:"([^"]*)"|([^\s;,"]+))""", re.IGNORECASE)
+
+
+def parse_deprecation(headers: Mapping[str, str]) -> Deprecation:
+    """Read Deprecation (RFC 9745 and legacy), Sunset (RFC 8594) and their Links; never raises.
+
+    A Sunset alone counts as deprecated: the endpoint is announced to go away.
+    """
+    h = _lower(headers)
+    deprecated, deprecated_at = False, None
+    value = h.get("deprecation", "").strip()
+    epoch = _EPOCH_DATE.fullmatch(value)
+    if epoch:
+        deprecated_at = _from_epoch(int(epoch[1]))
+        deprecated = deprecated_at is not None
+    elif value.lower() in ("true", "?1"):
+        deprecated = True
+    elif value and value.lower() != "false":
+        deprecated_at = _http_date(value)
+        deprecated = deprecated_at is not None
+    sunset_at = _http_date(h.get("sunset"))
+    return Deprecation(
+        deprecated=deprecated or sunset_at is not None,
+        deprecated_at=deprecated_at,
+        sunset_at=sunset_at,
+        link=_deprecation_link(h.get("link", "")),
+    )
+
+
+def _deprecation_link(value: str) -> str:
+    for match in _LINK.finditer(value):
+        rel = _REL.search(match[2])
+        rels = (rel[1] or rel[2] or "").lower().split() if rel else []
+        url = match[1].strip()
+        # Only absolute http(s) links: the dashboard renders this as a link.
+        if ("deprecation" in rels or "sunset" in rels) and url.lower().startswith(
+            ("https://", "http://")
+        ):
+            return url[:LINK_CAP]
+    return ""
+
+
+_VERSION_HEADERS = (
+    "api-version",
+    "x-api-version",
+    "stripe-version",
+    "openai-version",
+    "anthropic-version",
+    "x-github-api-version-selected",
+    "x-github-api-version",
+    "x-shopify-api-version",
+    "x-ms-version",
+    "x-version",
+)
+
+
+def parse_api_version(headers: Mapping[str, str]) -> str:
+    """The API version a response reports in a well-known header, or ""."""
+    h = _lower(headers)
+    for name in _VERSION_HEADERS:
+        value = "".join(c for c in h.get(name, "")[:256] if c.isprintable()).strip()
+        if value:
+            return value[:VERSION_CAP]
+    return ""
+
+
+# --- outcome classes ----------------------------------------------------------------------
+
+# The values of monitoring.models.Outcome, repeated here so this module stays Django-free.
+OK = "ok"
+CLIENT_ERROR = "client_error"
+SERVER_ERROR = "server_error"
+TIMEOUT = "timeout"
+CONNECT_ERROR = "connect_error"
+TLS_ERROR = "tls_error"
+PROTOCOL_ERROR = "protocol_error"
+READ_ERROR = "read_error"
+OTHER_ERROR = "other_error"
+
+_TLS_WORDS = re.compile(r"\b(?:ssl|tls)\b|certificate", re.IGNORECASE)
+
+
+def classify_status(status: int) -> str:
+    """Outcome class of an HTTP status; codes outside 100-599 are ``other_error``."""
+    if 100 <= status < 400:
+        return OK
+    if 400 <= status < 500:
+        return CLIENT_ERROR
+    if 500 <= status < 600:
+        return SERVER_ERROR
+    return OTHER_ERROR
+
+
+def classify_exception(exc: BaseException) -> str:
+    """Outcome class of a transport failure raised by httpx (or the socket layer beneath)."""
+    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+        return TIMEOUT
+    if isinstance(exc, ssl.SSLError):
+        return TLS_ERROR
+    if isinstance(exc, httpx.ConnectError):
+        return TLS_ERROR if _is_tls_failure(exc) else CONNECT_ERROR
+    if isinstance(exc, httpx.ProtocolError):
+        return PROTOCOL_ERROR
+    if isinstance(exc, httpx.ReadError | httpx.WriteError):
+        return READ_ERROR
+    if isinstance(exc, ConnectionError):
+        return CONNECT_ERROR
+    return OTHER_ERROR
+
+
+def _is_tls_failure(exc: BaseException) -> bool:
+    # httpx wraps httpcore's error, which wraps the ssl.SSLError: walk the whole chain.
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(seen) < 20:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLError) or _TLS_WORDS.search(str(current)[:1000]):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
