@@ -64,10 +64,12 @@ def _jsonable(value):
     return str(value)
 
 
-def snapshot(obj: models.Model) -> dict:
-    """The object's concrete field values as JSON, secret-looking fields masked."""
+def snapshot(obj: models.Model, fields: list[str] | None = None) -> dict:
+    """The object's concrete field values (or just `fields`) as JSON, secret-looking ones masked."""
     data = {}
     for field in obj._meta.concrete_fields:
+        if fields is not None and field.name not in fields:
+            continue
         value = getattr(obj, field.attname)
         if _is_secret(field.name) and value not in ("", None):
             data[field.name] = MASK
@@ -164,11 +166,18 @@ def record(
     return entry
 
 
-def record_change(request, obj: models.Model, before: dict | None, *, deleted: bool = False):
+def record_change(
+    request,
+    obj: models.Model,
+    before: dict | None,
+    *,
+    deleted: bool = False,
+    fields: list[str] | None = None,
+):
     """Audit a create (before=None), update or delete of a configuration object."""
     if deleted:
         return record(Actions.DELETE, request=request, target=obj, before=before)
-    after = snapshot(obj)
+    after = snapshot(obj, fields)
     if before is None:
         return record(Actions.CREATE, request=request, target=obj, after=after)
     changed = {k for k in after if before.get(k) != after.get(k)}

@@ -23,6 +23,21 @@ def check_task_queue(app_configs, **kwargs):
 
 
 @register()
+def check_workers(app_configs, **kwargs):
+    workers = getattr(settings, "Q_CLUSTER", {}).get("workers", 1)
+    if workers < 2:
+        return [
+            Warning(
+                f"Q_WORKERS={workers}: the probe dispatcher keeps one worker busy, so alerts, "
+                "e-mails and pruning would wait behind it",
+                hint="Run at least 2 workers (Q_WORKERS=2, the default).",
+                id="upstream.W002",
+            )
+        ]
+    return []
+
+
+@register()
 def check_email(app_configs, **kwargs):
     smtp = settings.EMAIL_BACKEND == "django.core.mail.backends.smtp.EmailBackend"
     if settings.ALERT_EMAILS_ENABLED and smtp and not settings.EMAIL_HOST:

@@ -67,3 +67,32 @@ def test_creating_editing_and_deleting_an_integration_in_the_admin_is_audited(cl
     assert rows[1].after == {"owner_email": "payments@example.com"}
     assert all(r.actor == "root" for r in rows)
     assert audit.verify_chain().ok
+
+
+def test_editing_a_probe_in_the_admin_never_overwrites_its_run_state(
+    client, superuser, integration
+):
+    from monitoring.models import Probe
+
+    probe = Probe.objects.create(
+        integration=integration, name="Health", url="https://93.184.216.34/h"
+    )
+    client.force_login(superuser)
+    change = reverse("admin:monitoring_probe_change", args=[probe.pk])
+    page = client.get(change)
+    form = {k: v for k, v in page.context["adminform"].form.initial.items() if v is not None}
+    # The dispatcher records a run while the admin's form is open.
+    Probe.objects.filter(pk=probe.pk).update(state="down", consecutive_failures=3)
+    form.update(
+        {"integration": integration.pk, "name": "Health check", "headers": "{}", "assertions": "{}"}
+    )
+    form.pop("created", None)
+    form.update({"created_0": "2026-11-01", "created_1": "10:00:00"})
+    response = client.post(change, form)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    probe.refresh_from_db()
+    assert probe.name == "Health check"
+    assert (probe.state, probe.consecutive_failures) == ("down", 3)
+    row = AuditLog.objects.get(action="update", target_type="monitoring.Probe")
+    assert row.after["name"] == "Health check"
+    assert "state" not in row.after and "consecutive_failures" not in row.after
