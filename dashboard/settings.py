@@ -89,6 +89,10 @@ else:
                 "transaction_mode": "IMMEDIATE",
                 "timeout": env_int("SQLITE_BUSY_TIMEOUT_S", 20, minimum=1),
                 "init_command": (
+                    # Takes effect only while the file has no tables (i.e. for `migrate` on a
+                    # new database), and only before journal_mode; lets retention shrink the
+                    # file (see monitoring.retention). A no-op on existing databases.
+                    "PRAGMA auto_vacuum=INCREMENTAL;"
                     "PRAGMA journal_mode=WAL;"
                     "PRAGMA synchronous=NORMAL;"
                     "PRAGMA busy_timeout=20000;"
@@ -206,7 +210,12 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django_q": {"level": env_str("Q_LOG_LEVEL", "WARNING")}},
+    "loggers": {
+        "django_q": {"level": env_str("Q_LOG_LEVEL", "WARNING")},
+        # httpx logs every request URL at INFO; query strings can carry secrets.
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+    },
 }
 
 # --- Upstream itself -------------------------------------------------------------------------
@@ -227,6 +236,8 @@ UPSTREAM = {
     # Probe targets on loopback/private networks are refused unless listed here (host or host:port).
     "PROBE_ALLOW_HOSTS": env_list("UPSTREAM_PROBE_ALLOW_HOSTS", []),
     "PROBE_CONCURRENCY": env_int("UPSTREAM_PROBE_CONCURRENCY", 50, minimum=1),
+    # Alert e-mails to one recipient within this many seconds go out as one digest.
+    "ALERT_GROUP_WAIT_S": env_int("UPSTREAM_ALERT_GROUP_WAIT_S", 30, minimum=0),
 }
 if UPSTREAM["HTTPS_POLICY"] not in {"refuse", "flag"}:
     raise ImproperlyConfigured("UPSTREAM_HTTPS_POLICY must be 'refuse' or 'flag'")

@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django_q.models import Schedule
 
+from monitoring.alerts import ensure_default_rules
 from monitoring.tasks import SCHEDULES
 
 
@@ -34,3 +35,5 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Schedules: {created} created, {updated} up to date, {removed} stale removed."
         )
+        rules = ensure_default_rules()
+        self.stdout.write(f"Alert rules: {rules} default rules created.")
