@@ -34,3 +34,15 @@ class Command(BaseCommand):
                 f"  username: {username}\n  password: {password}\n"
                 f"  (shown once; reset with: python manage.py changepassword {username})\n{banner}"
             )
+        from monitoring.probes import setup_demo_probes
+
+        demo_probes = setup_demo_probes()
+        self.stdout.write(f"Demo probes: {len(demo_probes)} against the sandbox.")
+        from monitoring.demo import seed_history
+
+        seeded = seed_history()
+        self.stdout.write(
+            f"Demo history: {seeded} request rows over the last 7 days."
+            if seeded
+            else "Demo history: already seeded."
+        )

@@ -14,6 +14,9 @@ from django.core.management.base import BaseCommand
 # Extra processes for `--demo`, each an argv after `python`. Later parts of the product
 # (sandbox provider, traffic generator, probe dispatcher) add themselves here.
 DEMO_PROCESSES: dict[str, list[str]] = {}
+# The fake provider, and live traffic to it through MonitoredClient (waits for the sandbox).
+DEMO_PROCESSES["sandbox"] = ["-m", "monitoring.sandbox", "--port", "8765"]
+DEMO_PROCESSES["traffic"] = ["manage.py", "demo_traffic", "--sandbox-url", "http://127.0.0.1:8765"]
 
 
 class Command(BaseCommand):
@@ -32,6 +35,11 @@ class Command(BaseCommand):
         }
         if demo:
             processes.update({name: [python, *argv] for name, argv in DEMO_PROCESSES.items()})
+            # The demo probes call the sandbox on loopback, which the SSRF guard refuses
+            # unless allowlisted; the children inherit this.
+            allow = [h for h in os.environ.get("UPSTREAM_PROBE_ALLOW_HOSTS", "").split(",") if h]
+            if "127.0.0.1:8765" not in allow:
+                os.environ["UPSTREAM_PROBE_ALLOW_HOSTS"] = ",".join([*allow, "127.0.0.1:8765"])
 
         children: dict[str, subprocess.Popen] = {}
         stopping = False

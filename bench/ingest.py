@@ -1,0 +1,268 @@
+"""Recorder throughput into SQLite vs raw ``sqlite3.executemany`` into the same schema.
+
+Both peers write the same rows to the same scratch database (migrated, WAL mode) in
+batches of ``--batch`` rows, one transaction per batch, while a separate reader process
+runs dashboard-style queries against the file the whole time. Repetitions go in ABBA order
+so drift in machine load hits both peers alike.
+
+* raw: tuples built beforehand, ``BEGIN IMMEDIATE; executemany(INSERT …); COMMIT`` — the
+  floor of what SQLite costs, no Python work per row.
+* recorder: ``recorder.record(row dict)`` for every row, then ``flush()``; the writer thread
+  turns dicts into parameters, inserts, and rolls the batch up into metric buckets in the
+  same transaction (as deployed). Printed as well: the recorder with the rollup switched
+  off, to show what the rollup costs.
+
+Goal: recorder (as deployed) ≥ 40 % of raw and ≥ 25 000 rows/s, 0 lock errors.
+The last line is JSON.
+
+    python bench/ingest.py [--rows 30000] [--batch 500] [--reps 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+READER = r"""
+import json, sqlite3, sys, time
+path, integration = sys.argv[1], int(sys.argv[2])
+db = sqlite3.connect(path, timeout=5)
+queries = errors = 0
+sys.stdout.write("ready\n"); sys.stdout.flush()
+import select
+while not select.select([sys.stdin], [], [], 0)[0]:
+    try:
+        db.execute(
+            "SELECT count(*), avg(latency_ms), sum(status >= 500) FROM monitoring_requestlog "
+            "WHERE integration_id = ? AND created >= ?", (integration, "2000-01-01")
+        ).fetchone()
+        db.execute(
+            "SELECT endpoint, total, s4xx FROM monitoring_metricbucket WHERE integration_id = ? "
+            "AND grain = 'minute' ORDER BY start DESC LIMIT 60", (integration,)
+        ).fetchall()
+        queries += 2
+    except sqlite3.OperationalError:
+        errors += 1
+    time.sleep(0.005)
+print(json.dumps({"queries": queries, "errors": errors}))
+"""
+
+ENDPOINTS = [
+    ("GET", "/v1/customers"),
+    ("GET", "/v1/customers/{token}"),
+    ("POST", "/v1/charges"),
+    ("POST", "/v1/messages"),
+    ("GET", "/v1/messages/{token}"),
+]
+
+
+def _setup_django(workdir: str) -> None:
+    os.environ["SQLITE_PATH"] = os.path.join(workdir, "ingest.sqlite3")
+    os.environ["UPSTREAM_SPOOL_DIR"] = os.path.join(workdir, "spool")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def _rows(integration_id: int, n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    start = datetime.now(UTC) - timedelta(minutes=10)
+    rows = []
+    for i in range(n):
+        method, path = rng.choice(ENDPOINTS)
+        status = 200 if rng.random() > 0.03 else rng.choice((401, 404, 429, 503))
+        rows.append(
+            {
+                "created": start + timedelta(milliseconds=i * 10),
+                "integration_id": integration_id,
+                "source": "client",
+                "method": method,
+                "scheme": "https",
+                "host": "api.example.com",
+                "path": path,
+                "query": "",
+                "status": status,
+                "outcome": "ok"
+                if status < 400
+                else "client_error"
+                if status < 500
+                else "server_error",
+                "latency_ms": rng.lognormvariate(4.4, 0.6),
+                "request_bytes": 0,
+                "response_bytes": rng.randint(200, 5000),
+                "error_code": "" if status < 400 else "some_error",
+                "error_message": "" if status < 400 else "Something went wrong.",
+                "error_body": "",
+                "call_id": f"{rng.getrandbits(128):032x}",
+                "attempt": 1,
+                "backoff_ms": 0.0,
+                "ratelimit_limit": 600,
+                "ratelimit_remaining": rng.randint(0, 600),
+                "ratelimit_reset": None,
+                "retry_after_s": None,
+                "deprecated": False,
+                "deprecation_at": None,
+                "sunset_at": None,
+                "deprecation_link": "",
+                "api_version": "2026-01-01",
+            }
+        )
+    return rows
+
+
+def _raw(path: str, rows: list[dict], batch: int) -> tuple[float, int]:
+    from monitoring.recorder import COLUMNS, insert_sql
+
+    sql = insert_sql().replace("%s", "?")
+    params = [
+        tuple(
+            str(v.astimezone(UTC).replace(tzinfo=None)) if isinstance(v, datetime) else v
+            for v in (row[c] for c in COLUMNS)
+        )
+        for row in rows
+    ]
+    db = sqlite3.connect(path, timeout=20, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    errors = 0
+    start = time.perf_counter()
+    for i in range(0, len(params), batch):
+        while True:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany(sql, params[i : i + batch])
+                db.execute("COMMIT")
+                break
+            except sqlite3.OperationalError:
+                errors += 1
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+    elapsed = time.perf_counter() - start
+    db.close()
+    return len(rows) / elapsed, errors
+
+
+def _recorder(rows: list[dict], batch: int, spool: str, rollup: bool) -> tuple[float, int]:
+    from monitoring import recorder
+    from monitoring.recorder import Recorder, RecorderConfig
+
+    saved = recorder._apply_rows
+    if not rollup:
+        recorder._apply_rows = None
+    config = RecorderConfig.from_settings(
+        batch_size=batch, queue_size=len(rows) + 1, spool_dir=Path(spool)
+    )
+    rec = Recorder(config)
+    rec.record(dict(rows[0]))  # start the writer and open its connection outside the clock
+    rec.flush()
+    written_before = rec.stats()["written"]
+    try:
+        start = time.perf_counter()
+        for row in rows[1:]:
+            rec.record(dict(row))
+        rec.flush(timeout=600)
+        elapsed = time.perf_counter() - start
+    finally:
+        recorder._apply_rows = saved
+    stats = rec.stats()
+    rec.stop(timeout=10)
+    assert stats["written"] - written_before == len(rows) - 1, stats
+    return (len(rows) - 1) / elapsed, stats["db_errors"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=30_000, help="rows per run")
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--reps", type=int, default=2, help="ABBA repetitions")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="upstream-ingest-") as workdir:
+        _setup_django(workdir)
+        from monitoring.models import Integration, RequestLog
+
+        integration = Integration.objects.create(name="Bench", slug="bench")
+        path = os.environ["SQLITE_PATH"]
+        reader = subprocess.Popen(
+            [sys.executable, "-c", READER, path, str(integration.pk)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert reader.stdout.readline().strip() == "ready"
+        results: dict[str, list[float]] = {"raw": [], "recorder": [], "recorder_no_rollup": []}
+        lock_errors = 0
+        expected = 0
+        try:
+            for rep in range(args.reps):
+                order = ["raw", "recorder", "recorder_no_rollup"]
+                for peer in order if rep % 2 == 0 else order[::-1]:
+                    rows = _rows(integration.pk, args.rows, seed=rep * 10 + len(peer))
+                    if peer == "raw":
+                        rate, errors = _raw(path, rows, args.batch)
+                    else:
+                        rate, errors = _recorder(
+                            rows, args.batch, os.path.join(workdir, "spool"), peer == "recorder"
+                        )
+                    results[peer].append(rate)
+                    lock_errors += errors
+                    expected += len(rows)
+        finally:
+            reader.stdin.close()
+            reader_stats = json.loads(reader.stdout.read().strip().splitlines()[-1])
+            reader.wait()
+        stored = RequestLog.objects.filter(integration=integration).count()
+
+    raw = statistics.median(results["raw"])
+    ours = statistics.median(results["recorder"])
+    bare = statistics.median(results["recorder_no_rollup"])
+    lock_errors += reader_stats["errors"]
+    ratio = ours / raw
+    print(f"rows per run: {args.rows}, batch {args.batch}, {args.reps} ABBA repetitions")
+    print(f"  raw sqlite3 executemany        {raw:10,.0f} rows/s")
+    print(f"  recorder (rows + rollup)       {ours:10,.0f} rows/s   ratio {ratio:.2f}")
+    print(f"  recorder, rollup switched off  {bare:10,.0f} rows/s   ratio {bare / raw:.2f}")
+    print(
+        f"concurrent reader: {reader_stats['queries']} queries; lock errors (reader + writers): "
+        f"{lock_errors}; rows stored {stored} of {expected}"
+    )
+    print("goal: recorder ≥ 40 % of raw and ≥ 25 000 rows/s, 0 lock errors")
+    print(
+        json.dumps(
+            {
+                "bench": "ingest",
+                "rows_per_run": args.rows,
+                "raw_rows_per_s": round(raw),
+                "recorder_rows_per_s": round(ours),
+                "ratio": round(ratio, 3),
+                "recorder_no_rollup_rows_per_s": round(bare),
+                "ratio_no_rollup": round(bare / raw, 3),
+                "reader_queries": reader_stats["queries"],
+                "lock_errors": lock_errors,
+                "rows_expected": expected,
+                "rows_stored": stored,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,947 @@
+"""Instrumented httpx clients: every attempt recorded (secrets redacted), retries, rate limits.
+
+``MonitoredClient`` / ``AsyncMonitoredClient`` are ``httpx.Client`` / ``httpx.AsyncClient``
+whose transport is a ``MonitoringTransport``; existing httpx code can adopt Upstream by
+passing ``transport=MonitoringTransport(wrapped=httpx.HTTPTransport(), integration="x")``.
+
+Where the work happens (the caller must not feel it):
+
+* On the caller's thread, per attempt: two clock reads, the URL's parts, the response
+  headers that matter (an allowlist: rate limit, Retry-After, Deprecation/Sunset, API
+  version, Content-Length) and one tuple appended to the recorder's queue. Redaction that
+  must happen before queueing is done here and is cheap: request headers are never taken
+  at all (so Authorization, Cookie, X-Api-Key … cannot leak), URL userinfo is never taken
+  (only the host), query values whose *name* is on the denylist become ``[redacted]``
+  (verdicts cached per name), and a ``Link`` header is kept only when it announces a
+  deprecation, scrubbed. A failed response's body and a transport error's message are
+  scrubbed with ``Redactor`` here too: that is the rare path, so its cost is acceptable.
+* On the recorder's writer thread: path templating (cached per path; an id or token in a
+  path segment becomes ``{id}`` / ``{token}`` here, before anything is stored),
+  value-shape scrubbing of the remaining query, parsing of rate-limit / deprecation /
+  version headers and of the (already scrubbed) error payload.
+
+Latency is measured to the response headers (what a transport sees, as OpenTelemetry
+does); the response size is its Content-Length, or the bytes read for a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import itertools
+import logging
+import os
+import random
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from time import perf_counter
+from typing import Any
+from urllib.parse import unquote_plus
+
+import anyio
+import httpx
+from django.conf import settings
+from django.db import DatabaseError
+
+from monitoring import parsing, recorder
+from monitoring.models import Environment, Integration, Outcome, Source
+from monitoring.redaction import REDACTED, Redactor
+
+__all__ = [
+    "AsyncMonitoredClient",
+    "InsecureRequestRefused",
+    "MonitoredClient",
+    "MonitoringTransport",
+    "RetryPolicy",
+]
+
+logger = logging.getLogger(__name__)
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+BODY_PARSE_CAP = parsing.BODY_WINDOW
+_REDACTED_B = REDACTED.encode()
+
+# Response headers the writer parses; nothing else leaves the caller's thread.
+_KEPT_HEADERS = frozenset(
+    name.encode()
+    for name in (
+        "content-length",
+        "retry-after",
+        "retry-after-ms",
+        "x-ms-retry-after-ms",
+        "ratelimit",
+        "ratelimit-policy",
+        "ratelimit-limit",
+        "ratelimit-remaining",
+        "ratelimit-reset",
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+        "x-rate-limit-limit",
+        "x-rate-limit-remaining",
+        "x-rate-limit-reset",
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-requests",
+        "x-ratelimit-reset-after",
+        "deprecation",
+        "sunset",
+        "link",
+        "api-version",
+        "x-api-version",
+        "stripe-version",
+        "openai-version",
+        "anthropic-version",
+        "x-github-api-version-selected",
+        "x-github-api-version",
+        "x-shopify-api-version",
+        "x-ms-version",
+        "x-version",
+    )
+)
+
+
+class InsecureRequestRefused(httpx.RequestError):
+    """A plain-http call to a non-loopback host of an integration that requires https."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When and how long to retry.
+
+    Retries ``retry_on`` statuses (only statuses ≥ 400 count) and connect errors /
+    timeouts, for idempotent methods; POST and PATCH only when the request carries an
+    ``Idempotency-Key`` header. The wait before attempt n+1 is ``backoff * 2**(n-1)``
+    capped at ``max_backoff``, drawn uniformly from [0, that] with ``jitter="full"``, and
+    at least what Retry-After (or, on a 429, the rate-limit reset) asks for. A retry whose
+    wait would push the total past ``max_total_wait`` seconds is not made: the last
+    response is returned (or the last exception raised), as plain httpx would.
+    """
+
+    max_attempts: int = 3
+    backoff: float = 0.5
+    max_backoff: float = 30.0
+    jitter: str | None = "full"
+    retry_on: frozenset[int] = frozenset({429, 502, 503, 504})
+    max_total_wait: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("RetryPolicy.max_attempts must be at least 1")
+        if self.backoff < 0 or self.max_backoff < 0 or self.max_total_wait < 0:
+            raise ValueError("RetryPolicy waits must not be negative")
+        if self.jitter not in ("full", None):
+            raise ValueError('RetryPolicy.jitter must be "full" or None')
+        object.__setattr__(self, "retry_on", frozenset(self.retry_on))
+
+    def backoff_for(self, attempt: int) -> float:
+        """The wait before ``attempt + 1`` (attempt counts from 1), before Retry-After."""
+        wait = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+        return random.uniform(0, wait) if self.jitter == "full" else wait
+
+
+# --- integrations, resolved once per process ---------------------------------------------------
+
+
+@dataclass(eq=False)
+class _IntegrationRef:
+    """What the caller's thread needs to know about an integration, refreshed in the background."""
+
+    slug: str
+    environment: str | None
+    base_url: str = ""
+    id: int | None = None
+    require_https: bool = True
+    templates: tuple[str, ...] = ()
+    redact_names: tuple[str, ...] = ()
+    redactor: Redactor = field(default_factory=Redactor)
+    secret_names: dict[bytes, bool] = field(default_factory=dict)
+    template_cache: dict[str, str] = field(default_factory=dict)
+
+    def apply(self, integration: Integration) -> None:
+        self.id = integration.pk
+        self.environment = integration.environment
+        self.require_https = integration.require_https
+        templates = tuple(integration.explicit_templates())
+        if templates != self.templates:
+            self.templates, self.template_cache = templates, {}
+        names = tuple(integration.extra_redactions())
+        if names != self.redact_names:
+            # New objects, not mutation: callers on other threads may be reading these.
+            self.redact_names, self.redactor = names, Redactor(names)
+            self.secret_names = {}
+
+    def is_secret_name(self, key: bytes) -> bool:
+        verdict = self.secret_names.get(key)
+        if verdict is None:
+            if len(self.secret_names) > 2048:
+                self.secret_names = {}
+            verdict = self.redactor.is_secret_name(unquote_plus(key.decode("latin-1")))
+            self.secret_names[key] = verdict
+        return verdict
+
+    def template(self, path: str) -> str:
+        cached = self.template_cache.get(path)
+        if cached is None:
+            cache = self.template_cache
+            if len(cache) > 4096:
+                cache = self.template_cache = {}
+            cached = cache[path] = parsing.template_path(path, self.templates)
+        return cached
+
+
+_REFS: dict[tuple[str, str | None], _IntegrationRef] = {}
+_REFS_LOCK = threading.Lock()
+
+
+def _ref_for(integration: str | Integration, environment: str | None, base_url: str):
+    if isinstance(integration, Integration):
+        ref = _IntegrationRef(integration.slug, integration.environment, base_url)
+        ref.apply(integration)
+        return ref
+    if not isinstance(integration, str) or not integration.strip():
+        raise ValueError("integration must be a slug (str) or an Integration")
+    if environment is not None and environment not in Environment.values:
+        choices = ", ".join(Environment.values)
+        raise ValueError(f"environment must be one of {choices}, not {environment!r}")
+    key = (integration.strip(), environment)
+    with _REFS_LOCK:
+        ref = _REFS.get(key)
+        if ref is None:
+            ref = _REFS[key] = _IntegrationRef(key[0], environment, base_url)
+    if ref.id is None:
+        _load(ref)
+    return ref
+
+
+def _load(ref: _IntegrationRef) -> None:
+    """Resolve (or create) the integration; a database that is away only delays it."""
+
+    def load() -> None:
+        ref.apply(recorder.resolve_integration(ref.slug, ref.environment, ref.base_url))
+
+    try:
+        _outside_event_loop(load)
+    except DatabaseError as exc:
+        logger.warning("Upstream: integration %r not loaded yet (%s)", ref.slug, exc)
+
+
+def _outside_event_loop(fn) -> None:
+    # Django refuses ORM calls on a thread running an event loop; this runs once per
+    # integration per process, so a short-lived helper thread is fine.
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        fn()
+        return
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            from django.db import connection
+
+            connection.close()
+
+    thread = threading.Thread(target=run, name="upstream-integration-load")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+
+
+def _refresh_refs() -> None:
+    """Writer-thread hook: pick up admin edits (templates, https, redaction names)."""
+    with _REFS_LOCK:
+        refs = list(_REFS.values())
+    known = {ref.id: ref for ref in refs if ref.id is not None}
+    for integration in Integration.objects.filter(pk__in=known):
+        known.pop(integration.pk).apply(integration)
+    for ref in known.values():
+        ref.id = None  # deleted meanwhile: resolve (and so re-create) it below
+    for ref in refs:
+        if ref.id is None:
+            ref.apply(recorder.resolve_integration(ref.slug, ref.environment, ref.base_url))
+
+
+recorder.add_periodic(_refresh_refs)
+
+
+# --- call ids ------------------------------------------------------------------------------
+
+_call_prefix = uuid.uuid4().hex[:16]
+_calls = itertools.count(1)
+
+
+def _after_fork() -> None:
+    global _call_prefix, _calls
+    _call_prefix = uuid.uuid4().hex[:16]
+    _calls = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+_loopback_cache: dict[str, bool] = {}
+
+
+def _is_loopback(host: str) -> bool:
+    verdict = _loopback_cache.get(host)
+    if verdict is None:
+        name = host.strip("[]").lower()
+        if name == "localhost" or name.endswith(".localhost"):
+            verdict = True
+        else:
+            try:
+                verdict = ipaddress.ip_address(name).is_loopback
+            except ValueError:
+                verdict = False
+        if len(_loopback_cache) < 1024:
+            _loopback_cache[host] = verdict
+    return verdict
+
+
+# --- turning raw facts into a row (writer thread) --------------------------------------------
+
+
+def _finish(raw: tuple) -> dict:
+    """Writer side: the caller's raw tuple → a capped RequestLog row dict."""
+    (
+        _,
+        ref,
+        source,
+        wall,
+        elapsed,
+        method,
+        scheme,
+        host,
+        port,
+        path,
+        query,
+        status,
+        outcome,
+        request_bytes,
+        response_bytes,
+        kept,
+        seq,
+        attempt,
+        waited,
+        error_text,
+        error_body,
+        content_type,
+    ) = raw
+    if port is not None and port != (443 if scheme == "https" else 80):
+        host = f"{host}:{port}"
+    row = {
+        "created": datetime.fromtimestamp(wall, UTC),
+        "integration_id": ref.id,
+        "source": source,
+        "method": method[:10],
+        "scheme": scheme[:5],
+        "host": host[:255],
+        "path": ref.template(path or "/"),
+        "query": ref.redactor.url("/?" + query).partition("?")[2][:500] if query else "",
+        "status": status,
+        "outcome": outcome or parsing.classify_status(status),
+        "latency_ms": elapsed * 1000.0,
+        "request_bytes": request_bytes,
+        "response_bytes": response_bytes,
+        "error_code": "",
+        "error_message": "",
+        "error_body": "",
+        "call_id": f"{_call_prefix}{seq:x}",
+        "attempt": attempt,
+        "backoff_ms": waited * 1000.0,
+        "ratelimit_limit": None,
+        "ratelimit_remaining": None,
+        "ratelimit_reset": None,
+        "retry_after_s": None,
+        "deprecated": False,
+        "deprecation_at": None,
+        "sunset_at": None,
+        "deprecation_link": "",
+        "api_version": "",
+    }
+    if ref.id is None:
+        row[recorder.INTEGRATION_KEY] = (ref.slug, ref.environment, ref.base_url)
+    if kept:
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in kept}
+        length = headers.pop("content-length", None)
+        if response_bytes is None and length and length.isdigit():
+            row["response_bytes"] = int(length)
+        if headers:
+            recorder.apply_headers(row, headers, wall)
+    if error_text:
+        row["error_message"] = error_text
+    if error_body is not None:
+        parsed = parsing.parse_error(error_body.encode(), content_type, scrub=ref.redactor.text)
+        row["error_code"], row["error_message"] = parsed.code, parsed.message
+        row["error_body"] = error_body[: recorder.ERROR_BODY_CAP]
+    return row
+
+
+# --- the transport -----------------------------------------------------------------------------
+
+
+class MonitoringTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
+    """Wraps an httpx transport (sync or async): records every attempt, retries, throttles.
+
+    ``integration`` is a slug (created as a sandbox integration on first use unless
+    ``environment`` says otherwise) or an ``Integration``. ``throttle`` (0–1): when the
+    provider reports less than that fraction of its quota left, calls are spaced out until
+    the reset instead of burning what is left (this parses rate-limit headers on the
+    caller's thread, so it costs a few µs per call). ``source`` is stored on every row.
+    """
+
+    def __init__(
+        self,
+        wrapped: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
+        *,
+        integration: str | Integration,
+        environment: str | None = None,
+        retry: RetryPolicy | None = None,
+        throttle: float | None = None,
+        source: str = Source.CLIENT,
+        base_url: str = "",
+        _ref: _IntegrationRef | None = None,
+    ) -> None:
+        if throttle is not None and not 0 < throttle < 1:
+            raise ValueError("throttle must be a fraction between 0 and 1")
+        if source not in Source.values:
+            raise ValueError(f"source must be one of {', '.join(Source.values)}")
+        self._wrapped = wrapped
+        self._ref = _ref or _ref_for(integration, environment, base_url)
+        self._retry = retry
+        self._throttle = throttle
+        self._source = str(source)
+        self._record = recorder.get().record
+        self._quota: tuple[int, int, float] | None = None  # remaining, limit, reset epoch
+        self._next_slot = 0.0
+
+    @property
+    def integration_id(self) -> int | None:
+        return self._ref.id
+
+    # -- sync ----------------------------------------------------------------------------------
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self._wrapped is None:
+            self._wrapped = httpx.HTTPTransport()
+        wrapped = self._wrapped
+        url = request.url._uri_reference  # the parsed parts; the public properties cost 4×
+        if url.scheme == "http" and self._ref.require_https and not _is_loopback(url.host):
+            self._refuse(request, url)
+        seq = next(_calls)
+        waited = self._throttle_wait() if self._throttle else 0.0
+        if waited:
+            time.sleep(waited)
+        total_wait = waited
+        attempt = 1
+        while True:
+            wall = time.time()
+            start = perf_counter()
+            try:
+                response = wrapped.handle_request(request)
+            except Exception as exc:
+                elapsed = perf_counter() - start
+                delay = self._exception_delay(request, exc, attempt, total_wait)
+                self._emit_exception(request, url, exc, wall, elapsed, seq, attempt, waited)
+                if delay is None:
+                    raise
+                time.sleep(delay)
+                waited, total_wait, attempt = delay, total_wait + delay, attempt + 1
+                continue
+            elapsed = perf_counter() - start
+            status = response.status_code
+            kept = self._kept(response.headers._list)
+            if status < 400:
+                self._record(
+                    (
+                        _finish, self._ref, self._source, wall, elapsed, request.method,
+                        url.scheme, url.host, url.port, url.path,
+                        self._query(url.query) if url.query else None,
+                        status, None, _request_bytes(request), None, kept, seq, attempt,
+                        waited, None, None, None,
+                    )
+                )  # fmt: skip
+                if self._throttle:
+                    self._note_quota(kept, wall)
+                return response
+            try:
+                raw = b"".join(response.stream)
+            except Exception as exc:
+                self._emit_exception(request, url, exc, wall, elapsed, seq, attempt, waited)
+                raise
+            finally:
+                response.stream.close()
+            # The caller still reads the body (and httpx still times it) as usual.
+            response.stream = httpx.ByteStream(raw)
+            delay = self._status_delay(request, status, kept, attempt, total_wait, wall)
+            self._emit_failure(
+                request, url, response, raw, kept, wall, elapsed, seq, attempt, waited
+            )
+            if self._throttle:
+                self._note_quota(kept, wall)
+            if delay is None:
+                return response
+            time.sleep(delay)
+            waited, total_wait, attempt = delay, total_wait + delay, attempt + 1
+
+    def close(self) -> None:
+        if isinstance(self._wrapped, httpx.BaseTransport):
+            self._wrapped.close()
+
+    # -- async ---------------------------------------------------------------------------------
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._wrapped is None:
+            self._wrapped = httpx.AsyncHTTPTransport()
+        wrapped = self._wrapped
+        url = request.url._uri_reference
+        if url.scheme == "http" and self._ref.require_https and not _is_loopback(url.host):
+            self._refuse(request, url)
+        seq = next(_calls)
+        waited = self._throttle_wait() if self._throttle else 0.0
+        if waited:
+            await anyio.sleep(waited)
+        total_wait = waited
+        attempt = 1
+        while True:
+            wall = time.time()
+            start = perf_counter()
+            try:
+                response = await wrapped.handle_async_request(request)
+            except Exception as exc:
+                elapsed = perf_counter() - start
+                delay = self._exception_delay(request, exc, attempt, total_wait)
+                self._emit_exception(request, url, exc, wall, elapsed, seq, attempt, waited)
+                if delay is None:
+                    raise
+                await anyio.sleep(delay)
+                waited, total_wait, attempt = delay, total_wait + delay, attempt + 1
+                continue
+            elapsed = perf_counter() - start
+            status = response.status_code
+            kept = self._kept(response.headers._list)
+            if status < 400:
+                self._record(
+                    (
+                        _finish, self._ref, self._source, wall, elapsed, request.method,
+                        url.scheme, url.host, url.port, url.path,
+                        self._query(url.query) if url.query else None,
+                        status, None, _request_bytes(request), None, kept, seq, attempt,
+                        waited, None, None, None,
+                    )
+                )  # fmt: skip
+                if self._throttle:
+                    self._note_quota(kept, wall)
+                return response
+            try:
+                raw = b"".join([chunk async for chunk in response.stream])
+            except Exception as exc:
+                self._emit_exception(request, url, exc, wall, elapsed, seq, attempt, waited)
+                raise
+            finally:
+                await response.stream.aclose()
+            response.stream = httpx.ByteStream(raw)
+            delay = self._status_delay(request, status, kept, attempt, total_wait, wall)
+            self._emit_failure(
+                request, url, response, raw, kept, wall, elapsed, seq, attempt, waited
+            )
+            if self._throttle:
+                self._note_quota(kept, wall)
+            if delay is None:
+                return response
+            await anyio.sleep(delay)
+            waited, total_wait, attempt = delay, total_wait + delay, attempt + 1
+
+    async def aclose(self) -> None:
+        if isinstance(self._wrapped, httpx.AsyncBaseTransport):
+            await self._wrapped.aclose()
+
+    # -- shared --------------------------------------------------------------------------------
+
+    def _kept(self, headers: list) -> list:
+        """The allowlisted response headers; a Link only if it announces a deprecation."""
+        kept = []
+        for _, name, value in headers:
+            if name in _KEPT_HEADERS:
+                if name == b"link":
+                    # Pagination links can carry cursors and signed tokens: not ours to keep.
+                    lowered = value.lower()
+                    if b"deprecation" not in lowered and b"sunset" not in lowered:
+                        continue
+                    text = self._ref.redactor.text(value.decode("latin-1"))
+                    value = text.encode("latin-1", "replace")
+                kept.append((name, value))
+        return kept
+
+    def _query(self, query: str) -> str:
+        """Denylisted query values → [redacted], by name; shapes are scrubbed later."""
+        ref = self._ref
+        pairs = query.encode("latin-1", "replace").split(b"&")
+        changed = False
+        for i, pair in enumerate(pairs):
+            key, eq, _ = pair.partition(b"=")
+            if eq and ref.is_secret_name(key):
+                pairs[i] = key + b"=" + _REDACTED_B
+                changed = True
+        return b"&".join(pairs).decode("latin-1") if changed else query
+
+    def _retryable(self, request: httpx.Request) -> bool:
+        keyed = request.method in ("POST", "PATCH") and "idempotency-key" in request.headers
+        if request.method not in IDEMPOTENT_METHODS and not keyed:
+            return False
+        try:
+            request.content  # noqa: B018 - a streamed body cannot be sent twice
+        except httpx.RequestNotRead:
+            return False
+        return True
+
+    def _exception_delay(
+        self, request: httpx.Request, exc: Exception, attempt: int, total_wait: float
+    ) -> float | None:
+        retry = self._retry
+        if retry is None or attempt >= retry.max_attempts:
+            return None
+        if not isinstance(exc, httpx.TimeoutException | httpx.ConnectError):
+            return None
+        if not self._retryable(request):
+            return None
+        delay = retry.backoff_for(attempt)
+        return delay if total_wait + delay <= retry.max_total_wait else None
+
+    def _status_delay(
+        self,
+        request: httpx.Request,
+        status: int,
+        kept: list,
+        attempt: int,
+        total_wait: float,
+        now: float,
+    ) -> float | None:
+        retry = self._retry
+        if retry is None or status not in retry.retry_on or attempt >= retry.max_attempts:
+            return None
+        if not self._retryable(request):
+            return None
+        delay = retry.backoff_for(attempt)
+        limits = parsing.parse_rate_limit(_decoded(kept), now)
+        asked = limits.retry_after_s
+        if asked is None and status == 429 and limits.reset_at is not None:
+            asked = max(0.0, limits.reset_at - now)
+        if asked is not None:
+            delay = max(delay, asked)
+        if total_wait + delay > retry.max_total_wait:
+            return None  # waiting less than the provider asked would only fail again
+        return delay
+
+    def _throttle_wait(self) -> float:
+        quota = self._quota
+        if quota is None:
+            return 0.0
+        remaining, limit, reset_at = quota
+        now = time.time()
+        if reset_at <= now or remaining >= limit * self._throttle:
+            return 0.0
+        if remaining <= 0:
+            return reset_at - now
+        # Spread what is left evenly over the time to the reset.
+        slot = max(now, self._next_slot)
+        self._next_slot = slot + (reset_at - now) / remaining
+        return slot - now
+
+    def _note_quota(self, kept: list, now: float) -> None:
+        limits = parsing.parse_rate_limit(_decoded(kept), now)
+        if limits.limit and limits.remaining is not None and limits.reset_at:
+            self._quota = (limits.remaining, limits.limit, limits.reset_at)
+
+    def _emit_failure(
+        self,
+        request: httpx.Request,
+        url: Any,
+        response: httpx.Response,
+        raw: bytes,
+        kept: list,
+        wall: float,
+        elapsed: float,
+        seq: int,
+        attempt: int,
+        waited: float,
+    ) -> None:
+        content_type = response.headers.get("content-type", "")
+        try:
+            decoded = httpx.Response(
+                response.status_code, headers=response.headers, stream=httpx.ByteStream(raw)
+            ).read()[:BODY_PARSE_CAP]
+        except httpx.DecodingError:
+            decoded = raw[:BODY_PARSE_CAP]
+        ref = self._ref
+        scrubbed = ref.redactor.body(decoded, content_type, cap=BODY_PARSE_CAP)
+        # The scrubbed text is re-encoded as UTF-8: drop any other declared charset.
+        mime = content_type.split(";", 1)[0].strip()
+        self._record(
+            (
+                _finish, ref, self._source, wall, elapsed, request.method, url.scheme, url.host,
+                url.port, url.path, self._query(url.query) if url.query else None,
+                response.status_code, None, _request_bytes(request), len(raw), kept, seq,
+                attempt, waited, None, scrubbed, mime,
+            )
+        )  # fmt: skip
+
+    def _emit_exception(
+        self,
+        request: httpx.Request,
+        url: Any,
+        exc: BaseException,
+        wall: float,
+        elapsed: float,
+        seq: int,
+        attempt: int,
+        waited: float,
+    ) -> None:
+        ref = self._ref
+        message = ref.redactor.text(f"{type(exc).__name__}: {exc}")[:500]
+        self._record(
+            (
+                _finish, ref, self._source, wall, elapsed, request.method, url.scheme, url.host,
+                url.port, url.path, self._query(url.query) if url.query else None, None,
+                parsing.classify_exception(exc), _request_bytes(request), None, None, seq,
+                attempt, waited, message, None, None,
+            )
+        )  # fmt: skip
+
+    def _refuse(self, request: httpx.Request, url: Any) -> None:
+        ref = self._ref
+        policy = settings.UPSTREAM.get("HTTPS_POLICY", "refuse")
+        label = f"{ref.slug} · {ref.environment or 'sandbox'}"
+        if policy == "flag":
+            key = (ref.slug, url.host)
+            if key not in _flagged and len(_flagged) < 1024:
+                _flagged[key] = True
+                logger.warning(
+                    "Upstream: %s requires https; plain-http call to %s", label, url.host
+                )
+            return
+        message = (
+            f"Upstream refused a plain-http call to {url.host}: integration {label} requires "
+            "https (use an https:// URL, untick require_https, or set UPSTREAM_HTTPS_POLICY=flag)"
+        )
+        self._record(
+            (
+                _finish, ref, self._source, time.time(), 0.0, request.method, url.scheme,
+                url.host, url.port, url.path, self._query(url.query) if url.query else None,
+                None, Outcome.BLOCKED.value, _request_bytes(request), None, None, next(_calls),
+                1, 0.0, message[:500], None, None,
+            )
+        )  # fmt: skip
+        raise InsecureRequestRefused(message, request=request)
+
+
+_flagged: dict[tuple[str, str], bool] = {}
+
+
+class _RedactHttpxLog(logging.Filter):
+    """httpx logs each request's URL at INFO; userinfo and secret query values must not
+    reach the logs either."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 2 and isinstance(args[1], httpx.URL):
+            record.args = (args[0], _LOG_REDACTOR.url(str(args[1])), *args[2:])
+        return True
+
+
+_LOG_REDACTOR = Redactor()
+logging.getLogger("httpx").addFilter(_RedactHttpxLog())
+
+
+def _request_bytes(request: httpx.Request) -> int | None:
+    try:
+        return len(request.content)
+    except httpx.RequestNotRead:
+        return None  # a streamed upload: its size is not known up front
+
+
+def _decoded(kept: list | None) -> dict[str, str]:
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in kept or ()}
+
+
+# --- the clients -------------------------------------------------------------------------------
+
+_CURSOR_FIELDS = (
+    ("next_cursor",),
+    ("nextCursor",),
+    ("next_page_token",),
+    ("nextPageToken",),
+    ("meta", "next_cursor"),
+    ("response_metadata", "next_cursor"),
+    ("pagination", "next_cursor"),
+)
+_URL_FIELDS = (
+    ("next_url",),
+    ("nextLink",),
+    ("@odata.nextLink",),
+    ("links", "next"),
+    ("paging", "next"),
+    ("_links", "next", "href"),
+    ("meta", "next"),
+    ("next",),
+)
+
+
+def next_page(response: httpx.Response, cursor_param: str) -> tuple[httpx.URL, dict | None] | None:
+    """Where the page after ``response`` is: a ``Link: rel="next"`` URL, a next-page URL
+    in the JSON body, or a cursor field (sent back as ``cursor_param``); None at the end."""
+    link = response.links.get("next", {}).get("url")
+    if link:
+        return response.url.join(link), None
+    try:
+        body = response.json()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(body, dict):
+        return None
+    for path in _URL_FIELDS:
+        value = _dig(body, path)
+        if isinstance(value, str) and value and ("/" in value or value.startswith("http")):
+            return response.url.join(value), None
+    for path in (*_CURSOR_FIELDS, ("next",)):
+        value = _dig(body, path)
+        if isinstance(value, str | int) and not isinstance(value, bool) and value != "":
+            params = dict(response.request.url.params)
+            params[cursor_param] = str(value)
+            return response.request.url.copy_with(query=None), params
+    return None
+
+
+def _dig(obj: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def _wrap_transports(client: httpx.Client | httpx.AsyncClient, **options: Any) -> None:
+    # httpx builds its own default transport (TLS, limits, proxies from the environment)
+    # from the constructor's arguments; wrapping what it built keeps all of that.
+    ref = _ref_for(options["integration"], options["environment"], options["base_url"])
+
+    def wrap(transport):
+        if transport is None or isinstance(transport, MonitoringTransport):
+            return transport
+        return MonitoringTransport(transport, _ref=ref, **options)
+
+    client._transport = wrap(client._transport)
+    client._mounts = {pattern: wrap(t) for pattern, t in client._mounts.items()}
+    client.integration_ref = ref
+
+
+class MonitoredClient(httpx.Client):
+    """An ``httpx.Client`` whose every attempt is recorded; see ``MonitoringTransport``."""
+
+    def __init__(
+        self,
+        *,
+        integration: str | Integration,
+        environment: str | None = None,
+        retry: RetryPolicy | None = None,
+        throttle: float | None = None,
+        source: str = Source.CLIENT,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        _wrap_transports(
+            self,
+            integration=integration,
+            environment=environment,
+            retry=retry,
+            throttle=throttle,
+            source=source,
+            base_url=str(kwargs.get("base_url") or ""),
+        )
+
+    def paginate(
+        self,
+        url: httpx.URL | str,
+        *,
+        method: str = "GET",
+        params: dict | None = None,
+        cursor_param: str = "cursor",
+        max_pages: int = 1000,
+        **kwargs: Any,
+    ) -> Iterator[httpx.Response]:
+        """Yield each page, following ``Link: rel="next"`` or a JSON next-page field.
+
+        Stops at the last page, at an error response (yielded), at a page seen before, or
+        after ``max_pages``. Every page is a recorded call.
+        """
+        seen: set[str] = set()
+        for _ in range(max_pages):
+            response = self.request(method, url, params=params, **kwargs)
+            yield response
+            found = None if response.is_error else next_page(response, cursor_param)
+            if found is None:
+                return
+            url, params = found
+            key = f"{url}?{sorted((params or {}).items())}"
+            if key in seen:
+                return
+            seen.add(key)
+
+
+class AsyncMonitoredClient(httpx.AsyncClient):
+    """An ``httpx.AsyncClient`` whose every attempt is recorded; see ``MonitoringTransport``."""
+
+    def __init__(
+        self,
+        *,
+        integration: str | Integration,
+        environment: str | None = None,
+        retry: RetryPolicy | None = None,
+        throttle: float | None = None,
+        source: str = Source.CLIENT,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        _wrap_transports(
+            self,
+            integration=integration,
+            environment=environment,
+            retry=retry,
+            throttle=throttle,
+            source=source,
+            base_url=str(kwargs.get("base_url") or ""),
+        )
+
+    async def paginate(
+        self,
+        url: httpx.URL | str,
+        *,
+        method: str = "GET",
+        params: dict | None = None,
+        cursor_param: str = "cursor",
+        max_pages: int = 1000,
+        **kwargs: Any,
+    ) -> AsyncIterator[httpx.Response]:
+        """Async twin of ``MonitoredClient.paginate``."""
+        seen: set[str] = set()
+        for _ in range(max_pages):
+            response = await self.request(method, url, params=params, **kwargs)
+            yield response
+            found = None if response.is_error else next_page(response, cursor_param)
+            if found is None:
+                return
+            url, params = found
+            key = f"{url}?{sorted((params or {}).items())}"
+            if key in seen:
+                return
+            seen.add(key)
