@@ -11,6 +11,19 @@ from monitoring.roles import Role
 PASSWORD = "correct horse battery staple 42"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_spool_dir(tmp_path_factory):
+    """Rows a test leaves unflushed must never spill into the real var/spool (and from there
+    into the next `make run`)."""
+    from django.conf import settings
+
+    from monitoring import recorder
+
+    settings.UPSTREAM["SPOOL_DIR"] = str(tmp_path_factory.mktemp("spool"))
+    recorder.configure()
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _audit_flush_allowed(request):
     """Let transactional tests' database flush clear the append-only audit table.
