@@ -56,7 +56,7 @@ def test_a_user_without_a_role_is_refused(client, outsider, name):
     assert response.status_code == 403
 
 
-@pytest.mark.parametrize("name", SCREENS)
+@pytest.mark.parametrize("name", [s for s in SCREENS if s not in {"alert_rule_new"}])
 def test_a_viewer_can_read_every_screen(client, viewer, name):
     client.force_login(viewer)
     response = client.get(reverse(name))
@@ -86,3 +86,124 @@ def test_unknown_urls_get_a_friendly_404_without_a_traceback(client, viewer):
     response = client.get("/no/such/page/")
     assert response.status_code == 404
     assert b"Traceback" not in response.content
+
+
+# --- Screens with arguments, and every action -------------------------------------------------
+
+# Screens that need more than the Viewer role (their access tests are below).
+CONFIGURE_SCREENS = {"alert_rule_new", "alert_rule"}
+
+
+def _object_urls(integration, firing_alert, probe, auth_rule):
+    from monitoring.models import RequestLog
+
+    row = RequestLog.objects.create(
+        integration=integration, method="GET", host="h", path="/x", status=200, outcome="ok",
+        latency_ms=1,
+    )  # fmt: skip
+    return {
+        "integration": reverse("integration", args=[integration.pk]),
+        "request_log_entry": reverse("request_log_entry", args=[row.pk]),
+        "alert": reverse("alert", args=[firing_alert.pk]),
+        "probe": reverse("probe", args=[probe.pk]),
+        "alert_rule": reverse("alert_rule", args=[auth_rule.pk]),
+    }
+
+
+@pytest.fixture
+def object_urls(integration, firing_alert, probe, auth_rule):
+    return _object_urls(integration, firing_alert, probe, auth_rule)
+
+
+def test_every_screen_with_arguments_is_covered(object_urls):
+    with_args = {p.name for p in _named_patterns() if p.pattern.regex.groups}
+    actions = set(ACTIONS)
+    assert with_args == set(object_urls) | actions
+
+
+def test_screens_with_arguments_send_anonymous_visitors_to_sign_in(client, object_urls):
+    for url in object_urls.values():
+        response = client.get(url)
+        assert response.status_code == 302, url
+        assert response["Location"].startswith(reverse("login"))
+
+
+def test_screens_with_arguments_refuse_a_user_without_a_role(client, outsider, object_urls):
+    client.force_login(outsider)
+    for url in object_urls.values():
+        assert client.get(url).status_code == 403, url
+
+
+def test_a_viewer_reads_screens_with_arguments_but_not_rule_editing(client, viewer, object_urls):
+    client.force_login(viewer)
+    for name, url in object_urls.items():
+        expected = 403 if name in CONFIGURE_SCREENS else 200
+        assert client.get(url).status_code == expected, url
+    assert client.get(reverse("alert_rule_new")).status_code == 403
+
+
+def test_an_operator_cannot_edit_rules_but_an_admin_can(client, operator, admin_user, auth_rule):
+    client.force_login(operator)
+    assert client.get(reverse("alert_rule", args=[auth_rule.pk])).status_code == 403
+    assert client.post(reverse("alert_rule_new"), {"name": "x"}).status_code == 403
+    client.force_login(admin_user)
+    assert client.get(reverse("alert_rule", args=[auth_rule.pk])).status_code == 200
+    assert client.get(reverse("alert_rule_new")).status_code == 200
+
+
+# name -> (POST data, status an Operator gets).
+ACTIONS = {
+    "alert_acknowledge": ({"note": "on it"}, 302),
+    "alert_resolve": ({}, 302),
+    "alert_silence": ({"duration": "1h", "reason": "deploy"}, 302),
+    "probe_run": ({}, 302),
+}
+
+
+def _action_url(name, firing_alert, probe):
+    return reverse(name, args=[probe.pk if name.startswith("probe") else firing_alert.pk])
+
+
+@pytest.mark.parametrize("name", sorted(ACTIONS))
+def test_actions_send_anonymous_visitors_to_sign_in(client, firing_alert, probe, name):
+    data, _ = ACTIONS[name]
+    response = client.post(_action_url(name, firing_alert, probe), data)
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+
+
+@pytest.mark.parametrize("name", sorted(ACTIONS))
+def test_a_viewer_is_refused_every_action(client, viewer, firing_alert, probe, name):
+    client.force_login(viewer)
+    data, _ = ACTIONS[name]
+    url = _action_url(name, firing_alert, probe)
+    assert client.post(url, data).status_code == 403
+    assert client.post(url, data, HTTP_HX_REQUEST="true").status_code == 403
+    firing_alert.refresh_from_db()
+    assert firing_alert.state == "firing"
+
+
+# An Operator's probe run reaches a real server (and the recorder): see test_probes_views.
+@pytest.mark.parametrize("name", sorted(set(ACTIONS) - {"probe_run"}))
+def test_an_operator_may_take_every_action(client, operator, firing_alert, probe, name):
+    client.force_login(operator)
+    data, expected = ACTIONS[name]
+    response = client.post(_action_url(name, firing_alert, probe), data)
+    assert response.status_code == expected
+
+
+@pytest.mark.parametrize("name", sorted(ACTIONS))
+def test_actions_answer_only_post(client, operator, firing_alert, probe, name):
+    client.force_login(operator)
+    assert client.get(_action_url(name, firing_alert, probe)).status_code == 405
+
+
+def test_actions_need_the_csrf_token(operator, firing_alert):
+    from django.test import Client
+
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(operator)
+    response = strict.post(reverse("alert_acknowledge", args=[firing_alert.pk]), {"note": ""})
+    assert response.status_code == 403
+    firing_alert.refresh_from_db()
+    assert firing_alert.state == "firing"

@@ -1,0 +1,1 @@
+"""Template tags and filters for the dashboard: units on every number, links that keep filters."""

@@ -1,0 +1,77 @@
+"""The overview's verdict: provider down, our calls failing, degraded, healthy, no data."""
+
+from __future__ import annotations
+
+import pytest
+
+from dashboard.verdict import judge
+
+
+def verdict(calls=100, call_errors=0.0, runs=10, run_errors=0.0, states=("up",)):
+    return judge(
+        calls=calls,
+        call_error_rate=call_errors,
+        probe_runs=runs,
+        probe_error_rate=run_errors,
+        probe_states=states,
+    )
+
+
+def test_calls_and_probes_succeeding_is_healthy():
+    assert verdict().key == "healthy"
+
+
+def test_probes_failing_with_calls_failing_is_the_provider():
+    v = verdict(call_errors=0.8, run_errors=1.0, states=["down"])
+    assert v.key == "provider_down"
+    assert "80 %" in v.reason
+
+
+def test_a_probe_down_with_no_recent_calls_is_still_the_provider():
+    assert verdict(calls=0, runs=6, run_errors=1.0, states=["down"]).key == "provider_down"
+
+
+def test_probes_passing_while_calls_fail_points_at_us():
+    v = verdict(call_errors=0.6)
+    assert v.key == "our_calls_failing"
+    assert "keys" in v.reason
+
+
+def test_calls_failing_without_probes_cannot_blame_anyone():
+    v = verdict(call_errors=0.6, runs=0, states=[])
+    assert v.key == "calls_failing"
+    assert "Add a probe" in v.reason
+
+
+def test_probes_failing_while_calls_succeed_is_degraded():
+    assert verdict(run_errors=1.0, states=["down"]).key == "degraded"
+
+
+@pytest.mark.parametrize(
+    ("call_errors", "states", "expected"),
+    [
+        (0.06, ["up"], "degraded"),  # elevated, below failing
+        (0.04, ["up"], "healthy"),
+        (0.0, ["degraded"], "degraded"),
+        (0.0, ["up", "degraded"], "degraded"),
+    ],
+)
+def test_elevated_errors_or_a_degraded_probe_is_degraded(call_errors, states, expected):
+    assert verdict(call_errors=call_errors, states=states).key == expected
+
+
+def test_a_handful_of_failed_calls_is_not_enough_to_judge():
+    # 3 of 4 calls failed: too few to call it failing.
+    assert verdict(calls=4, call_errors=0.75).key == "healthy"
+
+
+def test_the_reason_says_what_was_checked():
+    assert verdict(runs=0, states=[]).reason == "Calls succeed; no probe watches the provider yet."
+    assert verdict(runs=0, states=["unknown"]).reason.startswith("Calls succeed; no probe")
+    assert verdict(calls=0).reason == "Probes pass; no calls in the last 15 min."
+    assert verdict().reason == "Calls and probes succeed."
+
+
+def test_nothing_at_all_is_no_data():
+    assert verdict(calls=0, runs=0, states=[]).key == "no_data"
+    assert verdict(calls=0, runs=0, states=["unknown"]).key == "no_data"
