@@ -27,10 +27,6 @@ from monitoring.rule_forms import AlertRuleForm
 # The admin's run-now action waits for the runs; keep one request bounded.
 RUN_NOW_LIMIT = 20
 
-admin.site.site_header = "Upstream administration"
-admin.site.site_title = "Upstream admin"
-admin.site.index_title = "Configuration and records"
-
 
 class AuditedAdmin(admin.ModelAdmin):
     """Every create, update and delete made through the admin lands in the audit log."""

@@ -45,6 +45,25 @@ def can(user, action: Action | str) -> bool:
     return bool(roles_of(user) & _ALLOWED[Action(action)])
 
 
+# What the Admin role may do in the Django admin: configuration and users; records are
+# read-only there for everyone (their ModelAdmins refuse add/change/delete).
+_ADMIN_PERMISSION_APPS = ("monitoring", "auth", "django_q")
+
+
+def sync_role_permissions(**kwargs) -> None:
+    """Give the Admin group every permission of Upstream's, auth's and the task queue's models.
+
+    Run after each migrate (new models bring new permissions); idempotent.
+    """
+    from django.contrib.auth.models import Group, Permission
+
+    group, _ = Group.objects.get_or_create(name=Role.ADMIN)
+    perms = Permission.objects.filter(content_type__app_label__in=_ADMIN_PERMISSION_APPS)
+    group.permissions.add(*perms)
+    for name in (Role.OPERATOR, Role.VIEWER):
+        Group.objects.get_or_create(name=name)
+
+
 def role_label(user) -> str:
     if getattr(user, "is_superuser", False):
         return "Superuser"

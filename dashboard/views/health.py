@@ -86,7 +86,7 @@ def _card(integration, verdict_, summary, chart: dict, open_alerts: int, probes:
             ("Requests", units.count(summary.total)),
             ("Errors", units.pct(summary.error_rate)),
             ("p95", units.ms(summary.p95)),
-            ("Quota left", units.pct(headroom)),
+            ("Min quota left", units.pct(headroom)),
         ],
         spark=json_script(chart, f"data-spark-{integration.pk}"),
         open_alerts=open_alerts,

@@ -96,3 +96,23 @@ def test_editing_a_probe_in_the_admin_never_overwrites_its_run_state(
     row = AuditLog.objects.get(action="update", target_type="monitoring.Probe")
     assert row.after["name"] == "Health check"
     assert "state" not in row.after and "consecutive_failures" not in row.after
+
+
+def test_an_admin_role_user_without_the_staff_flag_configures_through_the_admin(client, db):
+    from django.contrib.auth.models import Group, User
+
+    ada = User.objects.create_user("ada2", password="x-long-enough-password")
+    ada.groups.add(Group.objects.get(name="Admin"))
+    client.force_login(ada)
+    assert client.get(reverse("admin:monitoring_auditlog_changelist")).status_code == 200
+    assert client.get(reverse("admin:monitoring_integration_add")).status_code == 200
+    # Records stay read-only for the Admin role too.
+    assert client.get(reverse("admin:monitoring_auditlog_add")).status_code == 403
+
+
+def test_operators_and_viewers_are_kept_out_of_the_admin(client, operator, viewer):
+    for user in (operator, viewer):
+        client.force_login(user)
+        response = client.get(reverse("admin:monitoring_auditlog_changelist"))
+        assert response.status_code == 302
+        assert reverse("admin:login") in response["Location"]
