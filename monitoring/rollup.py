@@ -1,0 +1,548 @@
+"""Roll raw request rows into minute/hour/day metric buckets, inside the writer's transaction."""
+
+from __future__ import annotations
+
+import functools
+import operator
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from monitoring.histogram import ENCODING_VERSION, bucket_index
+from monitoring.models import Grain, MetricBucket, Outcome, RequestLog
+
+# Counter columns of MetricBucket, in the order every accumulator list below uses.
+COUNTERS = (
+    "total",
+    "ok",
+    "client_errors",
+    "server_errors",
+    "timeouts",
+    "connect_errors",
+    "tls_errors",
+    "other_errors",
+    "s2xx",
+    "s3xx",
+    "s4xx",
+    "s5xx",
+    "s401",
+    "s403",
+    "s429",
+    "retries",
+    "deprecated",
+)
+# Accumulator layout: the counters, then these.
+_N = len(COUNTERS)
+_SUM, _MIN, _MAX, _RL_REM, _RL_LIM, _HIST = range(_N, _N + 6)
+
+ALL_ENDPOINTS = ""
+"""Endpoint of the per-integration total row kept beside the per-endpoint rows.
+
+Every (integration, grain, start, source) has one extra bucket with endpoint "" holding the
+merge of all its endpoints, so an integration-wide chart reads one row per period instead of
+one per endpoint. A real endpoint is "METHOD /path" and never empty. Anything that sums
+buckets itself must pick either "" or the real endpoints, never both (monitoring.metrics
+does this for you).
+"""
+
+GRAINS = (Grain.MINUTE, Grain.HOUR, Grain.DAY)
+GRAIN_SECONDS = {Grain.MINUTE: 60, Grain.HOUR: 3600, Grain.DAY: 86400}
+ENDPOINT_MAX = MetricBucket._meta.get_field("endpoint").max_length
+
+_OUTCOME_SLOT = {
+    Outcome.OK: COUNTERS.index("ok"),
+    Outcome.CLIENT_ERROR: COUNTERS.index("client_errors"),
+    Outcome.SERVER_ERROR: COUNTERS.index("server_errors"),
+    Outcome.TIMEOUT: COUNTERS.index("timeouts"),
+    Outcome.CONNECT_ERROR: COUNTERS.index("connect_errors"),
+    Outcome.TLS_ERROR: COUNTERS.index("tls_errors"),
+}
+_OTHER = COUNTERS.index("other_errors")
+_STATUS_CLASS = {2: COUNTERS.index("s2xx"), 3: COUNTERS.index("s3xx")}
+_STATUS_CLASS |= {4: COUNTERS.index("s4xx"), 5: COUNTERS.index("s5xx")}
+_STATUS_EXACT = {401: COUNTERS.index("s401"), 403: COUNTERS.index("s403")}
+_STATUS_EXACT[429] = COUNTERS.index("s429")
+_RETRIES = COUNTERS.index("retries")
+_DEPRECATED = COUNTERS.index("deprecated")
+
+# Key of one bucket: (integration_id, grain, start as epoch seconds, source, endpoint).
+Key = tuple[int, str, int, str, str]
+
+
+def truncate(when: datetime, grain: str) -> datetime:
+    """Return the UTC start of the minute, hour or day holding `when` (naive counts as UTC)."""
+    seconds = GRAIN_SECONDS[grain]
+    return datetime.fromtimestamp(_epoch(when) // seconds * seconds, UTC)
+
+
+@functools.lru_cache(maxsize=4096)  # few distinct templates; this runs once per raw row
+def endpoint_of(method: str, path: str) -> str:
+    """The bucket endpoint for a method and path template: "GET /v1/users/{id}"."""
+    return f"{method.upper()} {path}"[:ENDPOINT_MAX]
+
+
+# What the rollup reads of a RequestLog, in Batch.add's order after the endpoint.
+_LOG_FIELDS = operator.attrgetter(
+    "integration_id",
+    "created",
+    "source",
+    "method",
+    "path",
+    "status",
+    "outcome",
+    "latency_ms",
+    "attempt",
+    "deprecated",
+    "ratelimit_remaining",
+    "ratelimit_limit",
+)
+
+
+def _epoch(when: datetime) -> float:
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def new_accumulator() -> list:
+    """An empty bucket accumulator: counters, latency sum/min/max, rate limit, counts."""
+    return [0] * _N + [0.0, None, None, None, None, {}]
+
+
+def merge_into(acc: list, other: list) -> None:
+    """Add accumulator `other` into `acc`: exactly what merging two buckets means."""
+    for i in range(_N):
+        acc[i] += other[i]
+    acc[_SUM] += other[_SUM]
+    if other[_MIN] is not None and (acc[_MIN] is None or other[_MIN] < acc[_MIN]):
+        acc[_MIN] = other[_MIN]
+    if other[_MAX] is not None and (acc[_MAX] is None or other[_MAX] > acc[_MAX]):
+        acc[_MAX] = other[_MAX]
+    _merge_ratelimit(acc, other[_RL_REM], other[_RL_LIM])
+    hist = acc[_HIST]
+    for index, count in other[_HIST].items():
+        hist[index] = hist.get(index, 0) + count
+
+
+def _merge_ratelimit(acc: list, remaining: int | None, limit: int | None) -> None:
+    # The lowest remaining wins; on a tie the smaller known limit (the tighter quota). This is
+    # a min over (remaining, limit-or-infinity) pairs, so it is order-independent and merges
+    # of minutes give exactly the hour.
+    if remaining is None:
+        return
+    current = acc[_RL_REM]
+    if (
+        current is None
+        or remaining < current
+        or (
+            remaining == current
+            and limit is not None
+            and (acc[_RL_LIM] is None or limit < acc[_RL_LIM])
+        )
+    ):
+        acc[_RL_REM] = remaining
+        acc[_RL_LIM] = limit
+
+
+class Batch:
+    """Bucket increments for a set of raw rows, aggregated in memory before one write."""
+
+    def __init__(self, grains: Iterable[str] = GRAINS) -> None:
+        self.grains = tuple(grains)
+        self.rows = 0
+        # Per minute first: a batch usually holds many rows per minute and endpoint, and the
+        # coarser grains are then merges of these few accumulators.
+        self._minutes: dict[tuple[int, int, str, str], list] = {}
+
+    def add(
+        self,
+        integration_id: int,
+        epoch_s: float,
+        source: str,
+        endpoint: str,
+        status: int | None,
+        outcome: str,
+        latency_ms: float,
+        attempt: int = 1,
+        deprecated: bool = False,
+        ratelimit_remaining: int | None = None,
+        ratelimit_limit: int | None = None,
+    ) -> None:
+        """Count one attempt (epoch_s: its `created` time in seconds since the epoch)."""
+        if latency_ms != latency_ms:
+            raise ValueError("latency_ms is NaN; the recorder must store a measured latency")
+        key = (integration_id, int(epoch_s // 60) * 60, source, endpoint)
+        acc = self._minutes.get(key)
+        if acc is None:
+            acc = self._minutes[key] = new_accumulator()
+        acc[0] += 1
+        acc[_OUTCOME_SLOT.get(outcome, _OTHER)] += 1
+        if status is not None:
+            slot = _STATUS_CLASS.get(status // 100)
+            if slot is not None:
+                acc[slot] += 1
+            slot = _STATUS_EXACT.get(status)
+            if slot is not None:
+                acc[slot] += 1
+        if attempt > 1:
+            acc[_RETRIES] += 1
+        if deprecated:
+            acc[_DEPRECATED] += 1
+        acc[_SUM] += latency_ms
+        if acc[_MIN] is None or latency_ms < acc[_MIN]:
+            acc[_MIN] = latency_ms
+        if acc[_MAX] is None or latency_ms > acc[_MAX]:
+            acc[_MAX] = latency_ms
+        if ratelimit_remaining is not None:
+            _merge_ratelimit(acc, ratelimit_remaining, ratelimit_limit)
+        hist = acc[_HIST]
+        index = bucket_index(latency_ms)
+        hist[index] = hist.get(index, 0) + 1
+        self.rows += 1
+
+    def add_log(self, row: RequestLog) -> None:
+        """Count one RequestLog row (saved or not)."""
+        iid, created, source, method, path, *figures = _LOG_FIELDS(row)
+        self.add(iid, _epoch(created), source, endpoint_of(method, path), *figures)
+
+    def buckets(self) -> dict[Key, list]:
+        """Every bucket this batch touches, at each grain, plus the all-endpoints totals."""
+        out: dict[Key, list] = {}
+        for (integration_id, minute, source, endpoint), acc in self._minutes.items():
+            for grain in self.grains:
+                seconds = GRAIN_SECONDS[grain]
+                start = minute // seconds * seconds
+                for ep in (endpoint, ALL_ENDPOINTS):
+                    key = (integration_id, grain, start, source, ep)
+                    target = out.get(key)
+                    if target is None:
+                        target = out[key] = new_accumulator()
+                    merge_into(target, acc)
+        return out
+
+
+def apply_rows(rows: Sequence[RequestLog]) -> None:
+    """Add these raw rows to their buckets; call it in the transaction that inserts them.
+
+    Raw rows and their bucket increments then commit (or roll back) together, so every row
+    is counted exactly once, and a late row lands in the bucket of its own `created` time.
+    """
+    if not rows:
+        return
+    batch = Batch()
+    for row in rows:
+        batch.add_log(row)
+    write(batch)
+
+
+# --- Writing buckets ---------------------------------------------------------------------------
+# SQL here is assembled from this module's column names and placeholders; values are always
+# query parameters.
+
+_TABLE = MetricBucket._meta.db_table
+KEY_COLUMNS = ("integration_id", "grain", "start", "source", "endpoint")
+VALUE_COLUMNS = (
+    *COUNTERS,
+    "latency_sum",
+    "latency_min",
+    "latency_max",
+    "ratelimit_remaining_min",
+    "ratelimit_limit",
+    "histogram",
+)
+# Keys per statement: 5 parameters each keeps well inside every backend's parameter limit.
+_CHUNK = 500
+
+
+def write(batch: Batch) -> int:
+    """Merge a batch into the stored buckets (read-modify-write); return buckets touched.
+
+    SQLite: the writer's IMMEDIATE transaction already serialises writers, so it reads the
+    existing rows, updates them and inserts the rest. PostgreSQL, where several writer
+    processes run at once: it first inserts the missing keys empty (ON CONFLICT DO NOTHING,
+    in key order), then locks every key with SELECT … FOR UPDATE in key order, so two writers
+    touching the same buckets queue instead of losing an increment or deadlocking.
+    """
+    buckets = batch.buckets()
+    if not buckets:
+        return 0
+    keys = sorted(buckets)
+    locking = connection.features.has_select_for_update
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        for i in range(0, len(keys), _CHUNK):
+            chunk = keys[i : i + _CHUNK]
+            if locking:
+                _insert_empty(cursor, chunk)
+            existing = _select(cursor, chunk, for_update=locking)
+            updates, inserts = [], []
+            for key in chunk:
+                acc = buckets[key]
+                stored = existing.get(key)
+                if stored is None:
+                    inserts.append(_key_params(key) + column_values(acc))
+                else:
+                    row_id, stored_acc = stored
+                    merge_into(stored_acc, acc)
+                    updates.append([*column_values(stored_acc), row_id])
+            if updates:
+                sets = ", ".join(f"{connection.ops.quote_name(c)} = %s" for c in VALUE_COLUMNS)
+                update = f"UPDATE {_TABLE} SET {sets} WHERE id = %s"  # noqa: S608
+                cursor.executemany(update, updates)
+            if inserts:
+                columns = ", ".join(map(connection.ops.quote_name, KEY_COLUMNS + VALUE_COLUMNS))
+                marks = ", ".join(["%s"] * (len(KEY_COLUMNS) + len(VALUE_COLUMNS)))
+                insert = f"INSERT INTO {_TABLE} ({columns}) VALUES ({marks})"  # noqa: S608
+                cursor.executemany(insert, inserts)
+    return len(keys)
+
+
+def _key_params(key: Key) -> list:
+    integration_id, grain, start, source, endpoint = key
+    when = connection.ops.adapt_datetimefield_value(datetime.fromtimestamp(start, UTC))
+    return [integration_id, grain, when, source, endpoint]
+
+
+def column_values(acc: list) -> list:
+    """An accumulator as the values of VALUE_COLUMNS (counters, latency, rate limit, blob)."""
+    hist = encode_counts(acc[_HIST])
+    if len(hist) > _REMEMBER_OVER:
+        _remember(hist, acc[_HIST])
+    return [*acc[:_N], acc[_SUM], acc[_MIN], acc[_MAX], acc[_RL_REM], acc[_RL_LIM], hist]
+
+
+def _values_rows(keys: Sequence[Key]) -> tuple[str, list]:
+    if connection.vendor == "postgresql":
+        # Typed, so the VALUES list compares cleanly whether parameters are bound client- or
+        # server-side.
+        row = "(%s::bigint, %s::varchar, %s::timestamptz, %s::varchar, %s::varchar)"
+    else:
+        row = "(%s, %s, %s, %s, %s)"
+    params = []
+    for key in keys:
+        params += _key_params(key)
+    return ", ".join([row] * len(keys)), params
+
+
+def _insert_empty(cursor, keys: Sequence[Key]) -> None:
+    values, params = _values_rows(keys)
+    columns = ", ".join(map(connection.ops.quote_name, KEY_COLUMNS))
+    zeros = ", ".join(["0"] * (_N + 1))  # the counters and latency_sum
+    cursor.execute(
+        f"INSERT INTO {_TABLE} ({columns}, {', '.join(COUNTERS)}, latency_sum, histogram) "  # noqa: S608
+        f"SELECT k.*, {zeros}, %s FROM (VALUES {values}) AS k "
+        f"ORDER BY 1, 2, 3, 4, 5 ON CONFLICT DO NOTHING",
+        [*params, b""],
+    )
+
+
+def _select(cursor, keys: Sequence[Key], *, for_update: bool) -> dict[Key, tuple[int, list]]:
+    values, params = _values_rows(keys)
+    key_cols = ", ".join(f"k.{c}" for c in KEY_COLUMNS)
+    cols = ", ".join(f"b.{connection.ops.quote_name(c)}" for c in VALUE_COLUMNS)
+    join = " AND ".join(f"b.{connection.ops.quote_name(c)} = k.{c}" for c in KEY_COLUMNS)
+    # The CTE join (not a row-value IN) lets SQLite probe the unique key index per key.
+    sql = (
+        f"WITH k({', '.join(KEY_COLUMNS)}) AS (VALUES {values}) "  # noqa: S608 - constants
+        f"SELECT b.id, {key_cols}, {cols} FROM k JOIN {_TABLE} b ON {join}"
+    )
+    if for_update:
+        sql += " ORDER BY " + ", ".join(f"b.{c}" for c in KEY_COLUMNS) + " FOR UPDATE OF b"
+    cursor.execute(sql, params)
+    found = {}
+    for row in cursor.fetchall():
+        row_id, integration_id, grain, start, source, endpoint = row[:6]
+        acc = list(row[6 : 6 + _N + 5])
+        acc.append(_recall(row[-1]))
+        found[(integration_id, grain, _to_epoch(start), source, endpoint)] = (row_id, acc)
+    return found
+
+
+def _to_epoch(value: datetime | str) -> int:
+    # SQLite hands back the parameter text we stored; PostgreSQL an aware datetime.
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return int(_epoch(value))
+
+
+# --- Histogram blobs -----------------------------------------------------------------------
+# Every batch rewrites the hour and day histograms it touches, and those fill hundreds of
+# buckets, so the writer reads and writes blobs itself: the exact format of
+# monitoring.histogram (a version byte, then varint (index delta, count) pairs) in tight
+# loops several times faster than Histogram.decode/encode. Accumulators hold the sparse
+# {bucket index: count} dicts. test_rollup.py holds both byte-identical to Histogram's.
+
+
+def encode_counts(counts: dict[int, int]) -> bytes:
+    """Encode {bucket index: count} exactly as Histogram.encode() would."""
+    out = [ENCODING_VERSION]
+    previous = -1
+    for index in sorted(counts):
+        delta, count = index - previous, counts[index]
+        previous = index
+        if delta < 0x80:
+            out.append(delta)
+        else:
+            _put_varint(out, delta)
+        if count < 0x80:
+            out.append(count)
+        else:
+            _put_varint(out, count)
+    return bytes(out)
+
+
+def parse_counts(blob: bytes | memoryview | None) -> dict[int, int]:
+    """Read a blob written by encode_counts() or Histogram.encode() into {index: count}."""
+    counts: dict[int, int] = {}
+    if not blob:
+        return counts
+    if type(blob) is not bytes:
+        blob = bytes(blob)  # PostgreSQL returns memoryview
+    if blob[0] != ENCODING_VERSION:
+        raise ValueError(f"unknown histogram encoding version {blob[0]}")
+    index, pos, end = -1, 1, len(blob)
+    while pos < end:
+        value = blob[pos]
+        pos += 1
+        if value & 0x80:
+            value, pos = _get_varint(blob, pos, value)
+        index += value
+        count = blob[pos]
+        pos += 1
+        if count & 0x80:
+            count, pos = _get_varint(blob, pos, count)
+        counts[index] = count
+    return counts
+
+
+# The hour and day blobs this process wrote last, with their counts: the next batch finds the
+# very same bytes in the table and skips parsing them. Keyed by the bytes themselves, so a
+# blob changed by anyone else (another process, a rolled-back write, a rebuild) just misses.
+_parsed: dict[bytes, dict[int, int]] = {}
+_parsed_lock = threading.Lock()
+_PARSED_MAX = 512
+_REMEMBER_OVER = 64  # bytes; smaller blobs parse about as fast as a lookup
+
+
+def _remember(blob: bytes, counts: dict[int, int]) -> None:
+    with _parsed_lock:
+        if len(_parsed) >= _PARSED_MAX:
+            del _parsed[next(iter(_parsed))]  # oldest first
+        _parsed[blob] = dict(counts)
+
+
+def _recall(blob: bytes | memoryview | None) -> dict[int, int]:
+    if blob and len(blob) > _REMEMBER_OVER:
+        blob = bytes(blob)
+        with _parsed_lock:
+            counts = _parsed.get(blob)
+        if counts is not None:
+            return dict(counts)  # a copy: the caller adds to it
+    return parse_counts(blob)
+
+
+def _put_varint(out: list[int], value: int) -> None:
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+
+
+def _get_varint(blob: bytes, pos: int, first: int) -> tuple[int, int]:
+    value, shift = first & 0x7F, 7
+    while True:
+        byte = blob[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+
+
+# --- Rebuilding from raw rows --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RebuildReport:
+    days: int
+    raw_rows: int
+    buckets: int
+
+
+def rebuild(
+    start: datetime,
+    end: datetime,
+    integration_ids: Sequence[int] | None = None,
+    *,
+    now: datetime | None = None,
+) -> RebuildReport:
+    """Recompute the buckets of every UTC day touching [start, end) from the raw rows.
+
+    Idempotent: each day's buckets are deleted and rebuilt in one transaction. Whole days,
+    because an hour or day bucket is only right when all of its rows are read. Refuses days
+    whose raw rows may already be pruned (older than RETAIN_RAW_DAYS): rebuilding those would
+    replace complete buckets with partial ones. Minute buckets are not recreated for days
+    the minute retention has already dropped.
+    """
+    now = now or timezone.now()
+    day = truncate(start, Grain.DAY)
+    last = truncate(end - timedelta(microseconds=1), Grain.DAY) if end > start else day
+    if end <= start:
+        raise ValueError("rebuild needs start before end")
+    raw_horizon = now - timedelta(days=settings.UPSTREAM["RETAIN_RAW_DAYS"])
+    if day < raw_horizon:
+        first_ok = truncate(raw_horizon, Grain.DAY) + timedelta(days=1)
+        raise ValueError(
+            f"raw rows before {raw_horizon:%Y-%m-%d %H:%M} UTC may be pruned, so days before "
+            f"{first_ok:%Y-%m-%d} cannot be rebuilt exactly; start from {first_ok:%Y-%m-%d}"
+        )
+    minute_horizon = now - timedelta(days=settings.UPSTREAM["RETAIN_MINUTE_DAYS"])
+    days = raw_rows = touched = 0
+    while day <= last:
+        next_day = day + timedelta(days=1)
+        grains = GRAINS if next_day > minute_horizon else (Grain.HOUR, Grain.DAY)
+        rows, buckets = _rebuild_day(day, next_day, integration_ids, grains)
+        days, raw_rows, touched = days + 1, raw_rows + rows, touched + buckets
+        day = next_day
+    return RebuildReport(days, raw_rows, touched)
+
+
+def _rebuild_day(
+    day: datetime, next_day: datetime, integration_ids: Sequence[int] | None, grains: tuple
+) -> tuple[int, int]:
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            # Blocks writers' bucket updates (not their raw inserts) until this day commits:
+            # a writer's rows are then either seen here or added after, never both or neither.
+            with connection.cursor() as cursor:
+                cursor.execute(f"LOCK TABLE {_TABLE} IN SHARE ROW EXCLUSIVE MODE")
+        buckets = MetricBucket.objects.filter(grain__in=grains, start__gte=day, start__lt=next_day)
+        raw = RequestLog.objects.filter(created__gte=day, created__lt=next_day)
+        if integration_ids is not None:
+            buckets = buckets.filter(integration_id__in=integration_ids)
+            raw = raw.filter(integration_id__in=integration_ids)
+        buckets.delete()  # nothing hangs off a bucket: one DELETE statement
+        batch = Batch(grains)
+        fields = (
+            "integration_id",
+            "created",
+            "source",
+            "method",
+            "path",
+            "status",
+            "outcome",
+            "latency_ms",
+            "attempt",
+            "deprecated",
+            "ratelimit_remaining",
+            "ratelimit_limit",
+        )
+        add = batch.add
+        for row in raw.order_by().values_list(*fields).iterator(chunk_size=5000):
+            iid, created, source, method, path, *rest = row
+            add(iid, _epoch(created), source, endpoint_of(method, path), *rest)
+        return batch.rows, write(batch)
