@@ -89,10 +89,6 @@ else:
                 "transaction_mode": "IMMEDIATE",
                 "timeout": env_int("SQLITE_BUSY_TIMEOUT_S", 20, minimum=1),
                 "init_command": (
-                    # Takes effect only while the file has no tables (i.e. for `migrate` on a
-                    # new database), and only before journal_mode; lets retention shrink the
-                    # file (see monitoring.retention). A no-op on existing databases.
-                    "PRAGMA auto_vacuum=INCREMENTAL;"
                     "PRAGMA journal_mode=WAL;"
                     "PRAGMA synchronous=NORMAL;"
                     "PRAGMA busy_timeout=20000;"

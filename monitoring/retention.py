@@ -43,6 +43,8 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.backends.signals import connection_created
+from django.dispatch import receiver
 from django.utils import timezone
 
 from monitoring.models import Grain, MetricBucket, ProbeResult, RequestLog
@@ -188,6 +190,20 @@ def auto_vacuum_mode() -> str | None:
     with connection.cursor() as cursor:
         cursor.execute("PRAGMA auto_vacuum")
         return {0: "none", 1: "full", 2: "incremental"}[cursor.fetchone()[0]]
+
+
+@receiver(connection_created)
+def _new_sqlite_databases_vacuum_incrementally(sender, **kwargs) -> None:
+    # auto_vacuum can only be chosen while a database has no tables. Setting it on every
+    # connection instead would wait out the busy timeout whenever another process holds the
+    # write lock; reading sqlite_master costs nothing. VACUUM of an empty file is instant and
+    # makes the mode stick even though journal_mode=WAL was already set.
+    if kwargs["connection"].vendor != "sqlite":
+        return
+    raw = kwargs["connection"].connection
+    if raw.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone() is None:
+        raw.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        raw.execute("VACUUM")
 
 
 def free_pages() -> int:

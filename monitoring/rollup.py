@@ -336,7 +336,8 @@ def _insert_empty(cursor, keys: Sequence[Key]) -> None:
         f"INSERT INTO {_TABLE} ({columns}, {', '.join(COUNTERS)}, latency_sum, histogram) "  # noqa: S608
         f"SELECT k.*, {zeros}, %s FROM (VALUES {values}) AS k "
         f"ORDER BY 1, 2, 3, 4, 5 ON CONFLICT DO NOTHING",
-        [*params, b""],
+        # The histogram's placeholder comes before the VALUES list in the statement.
+        [b"", *params],
     )
 
 

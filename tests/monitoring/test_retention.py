@@ -115,10 +115,8 @@ def test_should_stop_ends_the_run_after_the_chunk_in_hand(integration, monkeypat
     assert RequestLog.objects.count() == 4
 
 
-@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's auto_vacuum")
 @pytest.mark.django_db(transaction=True)
 def test_new_sqlite_databases_are_incremental_and_pruning_shrinks_the_file():
-    assert retention.auto_vacuum_mode() == "incremental"
     integration = Integration.objects.create(name="Paubox", slug="paubox")
     big = "x" * 400
     rows = [log(integration.pk, NOW - timedelta(days=20)) for _ in range(2000)]
@@ -127,6 +125,11 @@ def test_new_sqlite_databases_are_incremental_and_pruning_shrinks_the_file():
     record(rows)
     first = retention.prune(now=NOW, pause_s=0)
     assert first.deleted["request_log"] == 2000
+    if connection.vendor != "sqlite":
+        # PostgreSQL's own autovacuum reclaims space; there is nothing for Upstream to do.
+        assert retention.auto_vacuum_mode() is None and first.vacuumed_pages == 0
+        return
+    assert retention.auto_vacuum_mode() == "incremental"
     # What a run frees is kept for the next hour's rows ...
     assert first.vacuumed_pages == 0 and retention.free_pages() > 100
     # ... and handed back by the next run if nothing reused it.
@@ -135,7 +138,6 @@ def test_new_sqlite_databases_are_incremental_and_pruning_shrinks_the_file():
     assert retention.free_pages() == 0
 
 
-@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's auto_vacuum")
 @pytest.mark.django_db(transaction=True)
 def test_release_free_pages_keeps_the_requested_reserve():
     integration = Integration.objects.create(name="Paubox", slug="paubox")
@@ -144,6 +146,9 @@ def test_release_free_pages_keeps_the_requested_reserve():
         row.error_body = "y" * 400
     record(rows)
     RequestLog.objects.all().delete()
+    if connection.vendor != "sqlite":
+        assert retention.release_free_pages(keep=50, pause_s=0) == 0
+        return
     assert retention.free_pages() > 150
     retention.release_free_pages(keep=50, pause_s=0)
     assert retention.free_pages() == 50
