@@ -11,6 +11,12 @@ from monitoring.roles import Role
 PASSWORD = "correct horse battery staple 42"
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # The role fixtures set real passwords; the production hasher costs ~0.3 s per user.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_spool_dir(tmp_path_factory):
     """Rows a test leaves unflushed must never spill into the real var/spool (and from there

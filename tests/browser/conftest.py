@@ -15,8 +15,6 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
-from tests.dashboard.conftest import _fast_password_hashing, _roles_exist  # noqa: F401
-
 # Playwright's sync API runs an event loop in this thread; the ORM calls the tests make
 # between browser steps are still plain synchronous calls.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")

@@ -6,7 +6,6 @@ import datetime as dt
 from collections.abc import Sequence
 
 import pytest
-from django.contrib.auth.models import Group
 from django.db import transaction
 from django.utils import timezone
 
@@ -22,7 +21,6 @@ from monitoring.models import (
     RequestLog,
     RuleKind,
 )
-from monitoring.roles import Role
 
 _OUTCOME_BY_STATUS = {
     2: Outcome.OK,
@@ -79,30 +77,6 @@ def traffic(integration: Integration, now: dt.datetime, *, calls: int = 60) -> l
             fields.update(status=None, outcome=Outcome.TIMEOUT, error_message="Timed out")
         rows.append(make_log(integration, created, **fields))
     return record(rows)
-
-
-def needs_roles_restored(request) -> bool:
-    marker = request.node.get_closest_marker("django_db")
-    return (
-        "transactional_db" in request.fixturenames
-        or "live_server" in request.fixturenames
-        or bool(marker and marker.kwargs.get("transaction"))
-    )
-
-
-@pytest.fixture(autouse=True)
-def _roles_exist(request):
-    """A transactional test's flush also empties the role groups the migrations created."""
-    if needs_roles_restored(request):
-        request.getfixturevalue("transactional_db")
-        for role in Role:
-            Group.objects.get_or_create(name=role)
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    # The role fixtures set real passwords; the production hasher costs ~0.3 s per user.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture

@@ -72,10 +72,10 @@ PRODUCTION_ENV = {
 
 
 def _manage(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    base = {
-        k: v for k, v in os.environ.items() if k not in {"DEBUG", "SECRET_KEY", "ALLOWED_HOSTS"}
-    }
-    base.pop("DJANGO_SETTINGS_MODULE", None)
+    # A production-like environment: none of the test session's own switches (the browser
+    # tests set DJANGO_ALLOW_ASYNC_UNSAFE, which check --deploy rightly rejects).
+    dropped = {"DEBUG", "SECRET_KEY", "ALLOWED_HOSTS"}
+    base = {k: v for k, v in os.environ.items() if k not in dropped and not k.startswith("DJANGO_")}
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=ROOT,

@@ -30,18 +30,6 @@ from tests.monitoring.alertkit import T0, calls, history, make_integration
 MIN = dt.timedelta(minutes=1)
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    # Failed sign-ins hash the guessed password; the default hasher is slow by design.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture
-def clock():
-    with time_machine.travel(T0, tick=False) as traveller:
-        yield traveller
-
-
 @pytest.fixture
 def paubox(db):
     return make_integration("Paubox")

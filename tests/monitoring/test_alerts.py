@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-import time_machine
 
 from monitoring import alerts, notify
 from monitoring.models import (
@@ -21,27 +20,6 @@ from monitoring.models import (
 from tests.monitoring.alertkit import T0, SmtpSink, calls, history, make_integration
 
 MIN = dt.timedelta(minutes=1)
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    # The role fixtures hash a password each; the default hasher is slow by design.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture
-def clock():
-    with time_machine.travel(T0, tick=False) as traveller:
-        yield traveller
-
-
-@pytest.fixture
-def smtp(settings):
-    sink = SmtpSink()
-    sink.configure(settings)
-    sink.start()
-    yield sink
-    sink.stop()
 
 
 @pytest.fixture

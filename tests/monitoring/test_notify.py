@@ -5,34 +5,13 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-import time_machine
 from django.utils import timezone
 
 from monitoring import alerts, notify
 from monitoring.models import Alert, AlertRule, Notification, NotificationStatus, Probe, RuleKind
-from tests.monitoring.alertkit import T0, SmtpSink, calls, make_integration
+from tests.monitoring.alertkit import SmtpSink, calls, make_integration
 
 SECOND = dt.timedelta(seconds=1)
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture
-def clock():
-    with time_machine.travel(T0, tick=False) as traveller:
-        yield traveller
-
-
-@pytest.fixture
-def smtp(settings):
-    sink = SmtpSink()
-    sink.configure(settings)
-    sink.start()
-    yield sink
-    sink.stop()
 
 
 @pytest.fixture
