@@ -41,7 +41,9 @@ def chromium_path() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an event loop running in the main
+# thread until stopped, and every later test that calls asyncio.run() would fail.
+@pytest.fixture(scope="module")
 def browser():
     path = chromium_path()
     if path is None:
