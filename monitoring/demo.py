@@ -219,8 +219,10 @@ def _call_rows(demo, integration_id, endpoint, created, in_spike, rng) -> list[d
     }
     if endpoint.deprecated:
         base["deprecated"] = True
-        base["deprecation_at"] = datetime(2025, 12, 1, tzinfo=UTC)
-        base["sunset_at"] = datetime(2026, 3, 1, tzinfo=UTC)
+        # The sandbox's own dates: deprecated 30 days before today, sunset 60 days after.
+        midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        base["deprecation_at"] = midnight - timedelta(days=30)
+        base["sunset_at"] = midnight + timedelta(days=60)
         base["deprecation_link"] = f"{SANDBOX_URL}/docs/migrate"
     roll = rng.random()
     if in_spike and roll < 0.7:

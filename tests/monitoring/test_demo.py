@@ -94,3 +94,15 @@ def test_demo_traffic_gives_up_when_the_sandbox_never_answers():
         port = sock.getsockname()[1]
     with pytest.raises(CommandError, match="did not answer"):
         call_command("demo_traffic", "--sandbox-url", f"http://127.0.0.1:{port}", "--wait", "1")
+
+
+def test_the_seeded_deprecated_endpoint_has_its_sunset_ahead_of_today(db, settings):
+    from django.utils import timezone
+
+    from monitoring.models import RequestLog
+
+    demo.seed_history(days=1)
+    deprecated = RequestLog.objects.filter(deprecated=True)
+    assert deprecated.exists()
+    today = timezone.now()
+    assert all(row.sunset_at > today > row.deprecation_at for row in deprecated[:50])
