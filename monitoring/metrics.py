@@ -41,7 +41,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from monitoring.histogram import merge_encoded
+from monitoring.histogram import percentiles_encoded
 from monitoring.models import Grain, Integration, MetricBucket, Source
 from monitoring.rollup import ALL_ENDPOINTS, COUNTERS, GRAIN_SECONDS
 
@@ -202,7 +202,9 @@ def series(
     grain, step, starts, accs = _series(
         integration_ids, start, end, grain, step, source, endpoint, now, (), percentiles
     )
-    return Series(grain, step, [_point(t, accs.get((t,))) for t in starts])
+    return Series(
+        grain, step, [_point(datetime.fromtimestamp(t, UTC), accs.get((t,))) for t in starts]
+    )
 
 
 def series_by_integration(
@@ -236,8 +238,10 @@ def series_by_integration(
         percentiles,
     )
     ids = integration_ids if integration_ids is not None else sorted({k[0] for k in accs})
+    stamps = [(t, datetime.fromtimestamp(t, UTC)) for t in starts]  # shared by every line
     return {
-        iid: Series(grain, step, [_point(t, accs.get((iid, t))) for t in starts]) for iid in ids
+        iid: Series(grain, step, [_point(when, accs.get((iid, t))) for t, when in stamps])
+        for iid in ids
     }
 
 
@@ -429,9 +433,9 @@ def _read(
 ) -> dict[tuple, list]:
     """Aggregate the buckets of the pieces per group: counters, latency, rate limit, blobs.
 
-    Counters are summed by the database; histograms can only be merged here, so a second
-    query fetches each bucket's blob (and nothing else) for the groups, unless the caller
-    needs no percentiles.
+    Counters are summed by the database; histograms can only be merged here, so the same
+    query hands back each group's blobs, hex-encoded and comma-joined (reading the rows a
+    second time for them cost as much as the sums), unless the caller needs no percentiles.
     """
     accs: dict[tuple, list] = {}
     if integration_ids is not None and not integration_ids:
@@ -440,27 +444,41 @@ def _read(
     select = ", ".join(group) + ", " if group else ""
     group_by = f" GROUP BY {', '.join(group)}" if group else ""
     width = len(group)
+    aggregates = f"{_AGGREGATES}, {_hex_blobs_sql()}" if percentiles else _AGGREGATES
     with connection.cursor() as cursor:
         for grain, lo, hi in pieces:
             where = " AND ".join(["grain = %s", "start >= %s", "start < %s", *base])
             params = [grain, _adapt(lo), _adapt(hi), *base_params]
-            sums = f"SELECT {select}{_AGGREGATES} FROM {_TABLE} WHERE {where}{group_by}"  # noqa: S608
-            cursor.execute(sums, params)
+            sql = f"SELECT {select}{aggregates} FROM {_TABLE} WHERE {where}{group_by}"  # noqa: S608
+            cursor.execute(sql, params)
             for row in cursor.fetchall():
                 if row[width] is None:  # no rows at all (only without GROUP BY)
                     continue
                 key = row[:width]
                 acc = accs.get(key)
                 if acc is None:
-                    acc = accs[key] = [0] * _N + [0.0, None, None, None, []]
-                _add(acc, row[width:])
-            if not percentiles:
-                continue
-            blobs = f"SELECT {select}histogram FROM {_TABLE} WHERE {where}"  # noqa: S608
-            cursor.execute(blobs, params)
-            for row in cursor.fetchall():
-                accs[row[:width]][-1].append(row[width])
+                    # The first piece for a group (a series reads only one): take its sums
+                    # as they are, adding them to zeros would give the same values.
+                    acc = accs[key] = list(row[width : width + _N + 4])
+                    acc[_N] = 0.0 + (acc[_N] or 0.0)
+                    acc.append([])
+                else:
+                    _add(acc, row[width:])
+                if percentiles:
+                    acc[-1].append(row[-1])
     return accs
+
+
+def _hex_blobs_sql() -> str:
+    """Aggregate: the group's histogram blobs as hex, comma-separated (see _blobs)."""
+    if connection.vendor == "postgresql":
+        return "string_agg(encode(histogram, 'hex'), ',')"
+    return "group_concat(hex(histogram), ',')"
+
+
+def _blobs(joined: list[str]) -> list[bytes]:
+    """The blobs of _hex_blobs_sql() results (one string per piece read)."""
+    return [bytes.fromhex(h) for hexes in joined if hexes for h in hexes.split(",")]
 
 
 def _filters(
@@ -514,8 +532,8 @@ def _figures(acc: list | None) -> dict:
     total = counts["total"]
     errors = total - counts["ok"]
     lo, hi, rl = acc[_N + 1], acc[_N + 2], acc[_N + 3]
-    blobs = acc[-1]
-    p = merge_encoded(blobs).percentiles(QUANTILES, lo=lo, hi=hi) if blobs else {}
+    blobs = _blobs(acc[-1])
+    p = percentiles_encoded(blobs, QUANTILES, lo=lo, hi=hi) if blobs else {}
     remaining = limit = None
     if rl is not None:
         remaining, limit = divmod(int(rl), _RL_SHIFT)
@@ -543,8 +561,8 @@ def _summary(acc: list | None) -> Summary:
     return Summary(**_figures(acc))
 
 
-def _point(start_s: int, acc: list | None) -> Point:
-    return Point(start=datetime.fromtimestamp(start_s, UTC), **_figures(acc))
+def _point(start: datetime, acc: list | None) -> Point:
+    return Point(start=start, **_figures(acc))
 
 
 def _window(integration_ids, start, end, source, endpoint, now, *, group):

@@ -21,6 +21,7 @@ from monitoring.histogram import (
     bucket_index,
     bucket_value,
     merge_encoded,
+    percentiles_encoded,
 )
 
 in_range = st.floats(min_value=LOW_MS, max_value=HIGH_MS, exclude_max=True)
@@ -392,3 +393,23 @@ def test_percentile_of_a_merge_matches_the_direct_percentile(values, q):
     direct = Histogram.from_values(values)
     combined = merged(Histogram.from_values(values[:half]), Histogram.from_values(values[half:]))
     assert combined.percentile(q) == direct.percentile(q)
+
+
+@given(st.lists(latency_lists, max_size=8), st.lists(percentile_q, min_size=1, max_size=4))
+def test_percentiles_straight_from_blobs_match_those_of_the_merged_histogram(minutes, qs):
+    # The query layer reads percentiles off the blobs without building the merge.
+    blobs = [Histogram.from_values(m).encode() for m in minutes] + [b"", None]
+    values = [v for minute in minutes for v in minute]
+    clamps = [(None, None)] + ([(min(values), max(values))] if values else [])
+    for lo, hi in clamps:
+        assert percentiles_encoded(blobs, qs, lo, hi) == merge_encoded(blobs).percentiles(
+            qs, lo, hi
+        )
+
+
+def test_percentiles_straight_from_blobs_reject_what_decode_rejects():
+    good = Histogram.from_values([5.0, 120.0]).encode()
+    with pytest.raises(ValueError, match="truncated"):
+        percentiles_encoded([good, good[:-1]], (50,))
+    with pytest.raises(ValueError):
+        percentiles_encoded([good], (101,))
