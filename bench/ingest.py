@@ -15,7 +15,9 @@ so drift in machine load hits both peers alike.
 Goal: recorder (as deployed) ≥ 40 % of raw and ≥ 25 000 rows/s, 0 lock errors.
 The last line is JSON.
 
-    python bench/ingest.py [--rows 30000] [--batch 500] [--reps 2]
+Both peers use the same batch size: by default the deployed ``RECORDER_BATCH_SIZE``.
+
+    python bench/ingest.py [--rows 30000] [--batch N] [--reps 2]
 """
 
 from __future__ import annotations
@@ -191,12 +193,21 @@ def _recorder(rows: list[dict], batch: int, spool: str, rollup: bool) -> tuple[f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=30_000, help="rows per run")
-    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="rows per transaction for both peers (default: the deployed RECORDER_BATCH_SIZE)",
+    )
     parser.add_argument("--reps", type=int, default=2, help="ABBA repetitions")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="upstream-ingest-") as workdir:
         _setup_django(workdir)
+        if args.batch is None:
+            from django.conf import settings
+
+            args.batch = settings.UPSTREAM["RECORDER_BATCH_SIZE"]
         from monitoring.models import Integration, RequestLog
 
         integration = Integration.objects.create(name="Bench", slug="bench")
@@ -250,6 +261,7 @@ def main() -> None:
             {
                 "bench": "ingest",
                 "rows_per_run": args.rows,
+                "batch": args.batch,
                 "raw_rows_per_s": round(raw),
                 "recorder_rows_per_s": round(ours),
                 "ratio": round(ratio, 3),

@@ -218,7 +218,7 @@ LOGGING = {
 UPSTREAM = {
     # Recorder: bounded queue drained in batches by a background thread.
     "RECORDER_QUEUE_SIZE": env_int("UPSTREAM_RECORDER_QUEUE_SIZE", 50_000, minimum=100),
-    "RECORDER_BATCH_SIZE": env_int("UPSTREAM_RECORDER_BATCH_SIZE", 500, minimum=1),
+    "RECORDER_BATCH_SIZE": env_int("UPSTREAM_RECORDER_BATCH_SIZE", 2000, minimum=1),
     "RECORDER_FLUSH_INTERVAL_MS": env_int("UPSTREAM_RECORDER_FLUSH_INTERVAL_MS", 200, minimum=10),
     "SPOOL_DIR": env_str("UPSTREAM_SPOOL_DIR", str(VAR_DIR / "spool")),
     # A plain-http call to a non-loopback host of an integration that requires https:

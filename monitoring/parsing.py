@@ -276,6 +276,8 @@ def _number(value: str | None) -> float | None:
     """First list member of a header value as a non-negative number, else None."""
     if value is None:
         return None
+    if len(value) <= 15 and value.isdigit() and value.isascii():
+        return float(value)  # the usual plain integer, which _NUMBER accepts as it is
     value = value.split(",", 1)[0].split(";", 1)[0].strip().strip('"')
     return float(value) if _NUMBER.fullmatch(value) else None
 
@@ -340,9 +342,38 @@ _MAX_COUNTER = 2**31 - 1  # what the log's integer columns hold
 _LATEST_RESET = 4_102_444_800  # 2100-01-01
 
 
+# The common X-RateLimit-* trio, and every other header name parse_rate_limit reads.
+_TRIO = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
+_OTHER_RATE_NAMES = frozenset(
+    {
+        "ratelimit",
+        "ratelimit-policy",
+        *_LIMIT_NAMES,
+        *_REMAINING_NAMES,
+        *_RESET_NAMES,
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-requests",
+        "x-ratelimit-reset-after",
+        "retry-after",
+        "retry-after-ms",
+        "x-ms-retry-after-ms",
+    }
+).difference(_TRIO)
+
+
 def parse_rate_limit(headers: Mapping[str, str], now: float) -> RateLimit:
     """Read rate-limit and Retry-After headers (IETF drafts and X- variants); never raises."""
     h = _lower(headers)
+    if h.keys().isdisjoint(_OTHER_RATE_NAMES):
+        # Only the trio (or nothing): what the general reading below comes to then, without
+        # its structured-field parsing. This runs for nearly every recorded response.
+        limit, remaining = _integer(h.get(_TRIO[0])), _integer(h.get(_TRIO[1]))
+        return RateLimit(
+            limit=limit if limit is not None and limit <= _MAX_COUNTER else None,
+            remaining=remaining if remaining is not None and remaining <= _MAX_COUNTER else None,
+            reset_at=_reset_at(_number(h.get(_TRIO[2])), now),
+        )
     limit = remaining = None
     reset: float | None = None
     policy = ""

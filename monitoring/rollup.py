@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import functools
+import itertools
+import math
 import operator
 import threading
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -86,8 +90,9 @@ def endpoint_of(method: str, path: str) -> str:
     return f"{method.upper()} {path}"[:ENDPOINT_MAX]
 
 
-# What the rollup reads of a RequestLog, in Batch.add's order after the endpoint.
-_LOG_FIELDS = operator.attrgetter(
+# What the rollup reads of a raw row, in Batch.add's order after the endpoint (Batch.add_many
+# takes tuples in this order).
+ROW_FIELDS = (
     "integration_id",
     "created",
     "source",
@@ -101,6 +106,31 @@ _LOG_FIELDS = operator.attrgetter(
     "ratelimit_remaining",
     "ratelimit_limit",
 )
+_LOG_FIELDS = operator.attrgetter(*ROW_FIELDS)
+
+
+class _Access(NamedTuple):
+    """Getters for what the rollup reads of one kind of row (dict, model, tuple)."""
+
+    created: Callable
+    group: Callable  # integration_id, source, method, path
+    status: Callable
+    outcome: Callable
+    latency: Callable
+    attempt: Callable
+    deprecated: Callable
+    remaining: Callable
+    limit: Callable
+
+    @classmethod
+    def of(cls, make: Callable) -> _Access:
+        """Getters made by ``make(field name or index, …)``, in ROW_FIELDS' terms."""
+        return cls(make(1), make(0, 2, 3, 4), *(make(i) for i in range(5, 12)))
+
+
+_BY_INDEX = _Access.of(operator.itemgetter)  # tuples in ROW_FIELDS order
+_BY_KEY = _Access.of(lambda *i: operator.itemgetter(*(ROW_FIELDS[n] for n in i)))  # dicts
+_BY_ATTR = _Access.of(lambda *i: operator.attrgetter(*(ROW_FIELDS[n] for n in i)))  # models
 
 
 def _epoch(when: datetime) -> float:
@@ -116,17 +146,45 @@ def new_accumulator() -> list:
 
 def merge_into(acc: list, other: list) -> None:
     """Add accumulator `other` into `acc`: exactly what merging two buckets means."""
-    for i in range(_N):
-        acc[i] += other[i]
+    acc[:_N] = map(operator.add, acc[:_N], other[:_N])
     acc[_SUM] += other[_SUM]
     if other[_MIN] is not None and (acc[_MIN] is None or other[_MIN] < acc[_MIN]):
         acc[_MIN] = other[_MIN]
     if other[_MAX] is not None and (acc[_MAX] is None or other[_MAX] > acc[_MAX]):
         acc[_MAX] = other[_MAX]
     _merge_ratelimit(acc, other[_RL_REM], other[_RL_LIM])
-    hist = acc[_HIST]
-    for index, count in other[_HIST].items():
-        hist[index] = hist.get(index, 0) + count
+    _add_counts(acc[_HIST], other[_HIST])
+
+
+def _add_counts(hist: dict[int, int], more: Mapping[int, int]) -> None:
+    if not hist:
+        hist.update(more)
+        return
+    get = hist.get
+    for index, count in more.items():
+        hist[index] = get(index, 0) + count
+
+
+def _merge_group_ratelimit(acc: list, group: list, get: _Access) -> None:
+    # What _merge_ratelimit row by row would leave: the lowest remaining, with the smallest
+    # known limit among the rows that report it. Searched with list methods, not a Python
+    # step per row.
+    remaining = list(map(get.remaining, group))
+    if None in remaining:
+        remaining = [value if value is not None else math.inf for value in remaining]
+    lowest = min(remaining)
+    if lowest is math.inf:
+        return  # no row reported a quota
+    limit, i = None, remaining.index(lowest)
+    while True:
+        candidate = get.limit(group[i])
+        if candidate is not None and (limit is None or candidate < limit):
+            limit = candidate
+        try:
+            i = remaining.index(lowest, i + 1)
+        except ValueError:
+            break
+    _merge_ratelimit(acc, lowest, limit)
 
 
 def _merge_ratelimit(acc: list, remaining: int | None, limit: int | None) -> None:
@@ -210,6 +268,66 @@ class Batch:
         iid, created, source, method, path, *figures = _LOG_FIELDS(row)
         self.add(iid, _epoch(created), source, endpoint_of(method, path), *figures)
 
+    def add_many(self, rows: Iterable[Sequence]) -> None:
+        """Count many rows, each a sequence of ``ROW_FIELDS`` values; the same as ``add``
+        per row, several times faster."""
+        self._count(rows, _BY_INDEX)
+
+    def _count(self, rows: Iterable, get: _Access) -> None:
+        # The writer's hot path (every recorded row passes here): rows are grouped by minute
+        # and endpoint in one pass, then each group is counted with built-ins (sum, min,
+        # max, Counter) instead of Python steps per row and counter. A NaN latency raises
+        # ValueError before anything is counted.
+        groups: dict[tuple, list] = {}
+        created_of, group_of = get.created, get.group
+        for row in rows:
+            created = created_of(row)
+            if created.tzinfo is None:
+                created = created.replace(tzinfo=UTC)
+            key = (group_of(row), int(created.timestamp() // 60) * 60)
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [row]
+            else:
+                group.append(row)
+        counted = []
+        for key, group in groups.items():
+            latencies = list(map(get.latency, group))
+            latency_sum = sum(latencies)
+            if latency_sum != latency_sum and any(ms != ms for ms in latencies):
+                raise ValueError("latency_ms is NaN; the recorder must store a measured latency")
+            counted.append((key, group, latencies, latency_sum))
+        minutes = self._minutes
+        for ((iid, source, method, path), minute), group, latencies, latency_sum in counted:
+            key = (iid, minute, source, endpoint_of(method, path))
+            acc = minutes.get(key)
+            if acc is None:
+                acc = minutes[key] = new_accumulator()
+            acc[0] += len(group)
+            for outcome, n in Counter(map(get.outcome, group)).items():
+                acc[_OUTCOME_SLOT.get(outcome, _OTHER)] += n
+            for status, n in Counter(map(get.status, group)).items():
+                if status is not None:
+                    slot = _STATUS_CLASS.get(status // 100)
+                    if slot is not None:
+                        acc[slot] += n
+                    slot = _STATUS_EXACT.get(status)
+                    if slot is not None:
+                        acc[slot] += n
+            attempts = list(map(get.attempt, group))
+            if max(attempts) > 1:  # retries are rare: count them only when there are any
+                acc[_RETRIES] += sum(attempt > 1 for attempt in attempts)
+            acc[_DEPRECATED] += sum(map(bool, map(get.deprecated, group)))
+            acc[_SUM] += latency_sum
+            low, high = min(latencies), max(latencies)
+            if acc[_MIN] is None or low < acc[_MIN]:
+                acc[_MIN] = low
+            if acc[_MAX] is None or high > acc[_MAX]:
+                acc[_MAX] = high
+            _merge_group_ratelimit(acc, group, get)
+            _add_counts(acc[_HIST], Counter(map(bucket_index, latencies)))
+            self.rows += len(group)
+
     def buckets(self) -> dict[Key, list]:
         """Every bucket this batch touches, at each grain, plus the all-endpoints totals."""
         out: dict[Key, list] = {}
@@ -235,8 +353,16 @@ def apply_rows(rows: Sequence[RequestLog]) -> None:
     if not rows:
         return
     batch = Batch()
-    for row in rows:
-        batch.add_log(row)
+    batch._count(rows, _BY_ATTR)
+    write(batch)
+
+
+def apply_dicts(rows: Sequence[Mapping]) -> None:
+    """``apply_rows`` for row dicts holding (at least) ``ROW_FIELDS``: the recorder's rows."""
+    if not rows:
+        return
+    batch = Batch()
+    batch._count(rows, _BY_KEY)
     write(batch)
 
 
@@ -272,39 +398,104 @@ def write(batch: Batch) -> int:
     if not buckets:
         return 0
     keys = sorted(buckets)
-    locking = connection.features.has_select_for_update
+    sql = _statements()
+    locking = sql.locking
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         for i in range(0, len(keys), _CHUNK):
             chunk = keys[i : i + _CHUNK]
+            key_params = _key_params(chunk)
             if locking:
-                _insert_empty(cursor, chunk)
-            existing = _select(cursor, chunk, for_update=locking)
+                _insert_empty(cursor, sql, key_params)
+            existing = _select(cursor, sql, key_params, for_update=locking)
             updates, inserts = [], []
-            for key in chunk:
+            for key, params in zip(chunk, key_params, strict=True):
                 acc = buckets[key]
                 stored = existing.get(key)
                 if stored is None:
-                    inserts.append(_key_params(key) + column_values(acc))
+                    inserts.append(params + column_values(acc))
                 else:
                     row_id, stored_acc = stored
                     merge_into(stored_acc, acc)
                     updates.append([*column_values(stored_acc), row_id])
             if updates:
-                sets = ", ".join(f"{connection.ops.quote_name(c)} = %s" for c in VALUE_COLUMNS)
-                update = f"UPDATE {_TABLE} SET {sets} WHERE id = %s"  # noqa: S608
-                cursor.executemany(update, updates)
+                cursor.executemany(sql.update, updates)
             if inserts:
-                columns = ", ".join(map(connection.ops.quote_name, KEY_COLUMNS + VALUE_COLUMNS))
-                marks = ", ".join(["%s"] * (len(KEY_COLUMNS) + len(VALUE_COLUMNS)))
-                insert = f"INSERT INTO {_TABLE} ({columns}) VALUES ({marks})"  # noqa: S608
-                cursor.executemany(insert, inserts)
+                cursor.executemany(sql.insert, inserts)
     return len(keys)
 
 
-def _key_params(key: Key) -> list:
-    integration_id, grain, start, source, endpoint = key
-    when = connection.ops.adapt_datetimefield_value(datetime.fromtimestamp(start, UTC))
-    return [integration_id, grain, when, source, endpoint]
+@dataclass(frozen=True)
+class _Statements:
+    locking: bool
+    adapt_start: Callable[[datetime], object]
+    values_row: str
+    update: str
+    insert: str
+    insert_empty: str  # {values} is filled in per chunk
+    select: str  # {values} is filled in per chunk
+    select_for_update: str
+
+
+_statements_cache: dict[str, _Statements] = {}
+
+
+def _statements() -> _Statements:
+    """The write's SQL for the current backend, built once: the connection proxy's
+    attribute lookups are not free on a path that runs for every writer batch."""
+    vendor = connection.vendor
+    found = _statements_cache.get(vendor)
+    if found is not None:
+        return found
+    ops = connection.ops
+    quote = ops.quote_name
+    if vendor == "postgresql":
+        # Typed, so the VALUES list compares cleanly whether parameters are bound client- or
+        # server-side.
+        values_row = "(%s::bigint, %s::varchar, %s::timestamptz, %s::varchar, %s::varchar)"
+    else:
+        values_row = "(%s, %s, %s, %s, %s)"
+    sets = ", ".join(f"{quote(c)} = %s" for c in VALUE_COLUMNS)
+    all_columns = ", ".join(map(quote, KEY_COLUMNS + VALUE_COLUMNS))
+    marks = ", ".join(["%s"] * (len(KEY_COLUMNS) + len(VALUE_COLUMNS)))
+    key_columns = ", ".join(map(quote, KEY_COLUMNS))
+    zeros = ", ".join(["0"] * (_N + 1))  # the counters and latency_sum
+    key_cols = ", ".join(f"k.{c}" for c in KEY_COLUMNS)
+    cols = ", ".join(f"b.{quote(c)}" for c in VALUE_COLUMNS)
+    join = " AND ".join(f"b.{quote(c)} = k.{c}" for c in KEY_COLUMNS)
+    # The CTE join (not a row-value IN) lets SQLite probe the unique key index per key.
+    select = (
+        f"WITH k({', '.join(KEY_COLUMNS)}) AS (VALUES {{values}}) "  # noqa: S608 - constants
+        f"SELECT b.id, {key_cols}, {cols} FROM k JOIN {_TABLE} b ON {join}"
+    )
+    order = ", ".join(f"b.{c}" for c in KEY_COLUMNS)
+    found = _Statements(
+        locking=connection.features.has_select_for_update,
+        adapt_start=ops.adapt_datetimefield_value,
+        values_row=values_row,
+        update=f"UPDATE {_TABLE} SET {sets} WHERE id = %s",  # noqa: S608
+        insert=f"INSERT INTO {_TABLE} ({all_columns}) VALUES ({marks})",  # noqa: S608
+        insert_empty=(
+            f"INSERT INTO {_TABLE} ({key_columns}, {', '.join(COUNTERS)}, latency_sum, "  # noqa: S608
+            f"histogram) SELECT k.*, {zeros}, %s FROM (VALUES {{values}}) AS k "
+            f"ORDER BY 1, 2, 3, 4, 5 ON CONFLICT DO NOTHING"
+        ),
+        select=select,
+        select_for_update=f"{select} ORDER BY {order} FOR UPDATE OF b",
+    )
+    _statements_cache[vendor] = found
+    return found
+
+
+def _key_params(keys: Sequence[Key]) -> list[list]:
+    adapt = _statements().adapt_start
+    starts: dict[int, object] = {}  # a batch's keys share a handful of starts
+    out = []
+    for integration_id, grain, start, source, endpoint in keys:
+        when = starts.get(start)
+        if when is None:
+            when = starts[start] = adapt(datetime.fromtimestamp(start, UTC))
+        out.append([integration_id, grain, when, source, endpoint])
+    return out
 
 
 def column_values(acc: list) -> list:
@@ -315,45 +506,22 @@ def column_values(acc: list) -> list:
     return [*acc[:_N], acc[_SUM], acc[_MIN], acc[_MAX], acc[_RL_REM], acc[_RL_LIM], hist]
 
 
-def _values_rows(keys: Sequence[Key]) -> tuple[str, list]:
-    if connection.vendor == "postgresql":
-        # Typed, so the VALUES list compares cleanly whether parameters are bound client- or
-        # server-side.
-        row = "(%s::bigint, %s::varchar, %s::timestamptz, %s::varchar, %s::varchar)"
-    else:
-        row = "(%s, %s, %s, %s, %s)"
-    params = []
-    for key in keys:
-        params += _key_params(key)
-    return ", ".join([row] * len(keys)), params
+def _values(sql: _Statements, key_params: Sequence[list]) -> tuple[str, list]:
+    return ", ".join([sql.values_row] * len(key_params)), list(itertools.chain(*key_params))
 
 
-def _insert_empty(cursor, keys: Sequence[Key]) -> None:
-    values, params = _values_rows(keys)
-    columns = ", ".join(map(connection.ops.quote_name, KEY_COLUMNS))
-    zeros = ", ".join(["0"] * (_N + 1))  # the counters and latency_sum
-    cursor.execute(
-        f"INSERT INTO {_TABLE} ({columns}, {', '.join(COUNTERS)}, latency_sum, histogram) "  # noqa: S608
-        f"SELECT k.*, {zeros}, %s FROM (VALUES {values}) AS k "
-        f"ORDER BY 1, 2, 3, 4, 5 ON CONFLICT DO NOTHING",
-        # The histogram's placeholder comes before the VALUES list in the statement.
-        [b"", *params],
-    )
+def _insert_empty(cursor, sql: _Statements, key_params: Sequence[list]) -> None:
+    values, params = _values(sql, key_params)
+    # The histogram's placeholder comes before the VALUES list in the statement.
+    cursor.execute(sql.insert_empty.format(values=values), [b"", *params])
 
 
-def _select(cursor, keys: Sequence[Key], *, for_update: bool) -> dict[Key, tuple[int, list]]:
-    values, params = _values_rows(keys)
-    key_cols = ", ".join(f"k.{c}" for c in KEY_COLUMNS)
-    cols = ", ".join(f"b.{connection.ops.quote_name(c)}" for c in VALUE_COLUMNS)
-    join = " AND ".join(f"b.{connection.ops.quote_name(c)} = k.{c}" for c in KEY_COLUMNS)
-    # The CTE join (not a row-value IN) lets SQLite probe the unique key index per key.
-    sql = (
-        f"WITH k({', '.join(KEY_COLUMNS)}) AS (VALUES {values}) "  # noqa: S608 - constants
-        f"SELECT b.id, {key_cols}, {cols} FROM k JOIN {_TABLE} b ON {join}"
-    )
-    if for_update:
-        sql += " ORDER BY " + ", ".join(f"b.{c}" for c in KEY_COLUMNS) + " FOR UPDATE OF b"
-    cursor.execute(sql, params)
+def _select(
+    cursor, sql: _Statements, key_params: Sequence[list], *, for_update: bool
+) -> dict[Key, tuple[int, list]]:
+    values, params = _values(sql, key_params)
+    statement = sql.select_for_update if for_update else sql.select
+    cursor.execute(statement.format(values=values), params)
     found = {}
     for row in cursor.fetchall():
         row_id, integration_id, grain, start, source, endpoint = row[:6]
@@ -528,22 +696,7 @@ def _rebuild_day(
             raw = raw.filter(integration_id__in=integration_ids)
         buckets.delete()  # nothing hangs off a bucket: one DELETE statement
         batch = Batch(grains)
-        fields = (
-            "integration_id",
-            "created",
-            "source",
-            "method",
-            "path",
-            "status",
-            "outcome",
-            "latency_ms",
-            "attempt",
-            "deprecated",
-            "ratelimit_remaining",
-            "ratelimit_limit",
-        )
-        add = batch.add
-        for row in raw.order_by().values_list(*fields).iterator(chunk_size=5000):
-            iid, created, source, method, path, *rest = row
-            add(iid, _epoch(created), source, endpoint_of(method, path), *rest)
+        rows = raw.order_by().values_list(*ROW_FIELDS).iterator(chunk_size=5000)
+        while chunk := list(itertools.islice(rows, 5000)):
+            batch.add_many(chunk)
         return batch.rows, write(batch)
