@@ -4,24 +4,17 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from monitoring import client, recorder
 from monitoring.client import MonitoredClient
 from monitoring.models import Integration, RequestLog
-
-pytestmark = pytest.mark.skipif(
-    connection.vendor != "sqlite", reason="reads the SQLite file's bytes"
-)
+from tests.monitoring.conftest import stored_bytes
 
 CANARY = "canary" + secrets.token_hex(20)
 
@@ -102,18 +95,6 @@ def _calls(host: str) -> None:
         assert api.get(f"http://user:{CANARY}@{host}/v1/secret").status_code == 401
 
 
-def _database_bytes() -> bytes:
-    """The database file and its WAL, read by another process.
-
-    Opening and closing the file here would drop this process's POSIX locks on it (fcntl
-    locks belong to the process, and any close releases them all); a later connection
-    elsewhere could then think it was the last one and delete the WAL under us.
-    """
-    name = Path(connection.settings_dict["NAME"])
-    paths = [str(p) for p in (name, name.with_name(name.name + "-wal")) if p.exists()]
-    return subprocess.run(["cat", *paths], capture_output=True, check=True).stdout
-
-
 def test_the_canary_never_reaches_the_database_file(recording, leaky_server, caplog):
     Integration.objects.create(name="Canary", slug="canary", environment="production")
     caplog.set_level("INFO", logger="httpx")
@@ -135,16 +116,14 @@ def test_the_canary_never_reaches_the_database_file(recording, leaky_server, cap
     assert post.status == 400 and post.request_bytes > len(CANARY)
     assert userinfo.host == leaky_server
 
-    before = _database_bytes()  # rows may still sit in the WAL
-    with connection.cursor() as cursor:
-        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    after = _database_bytes()
-    assert b"invalid_token" in before + after  # we are reading the right files
-    assert CANARY.encode() not in before
-    assert CANARY.encode() not in after
+    stored = stored_bytes()
+    assert b"invalid_token" in stored  # we are reading the right place
+    assert CANARY.encode() not in stored
 
 
-def test_the_canary_never_reaches_the_spool_when_the_database_is_away(recording, leaky_server):
+def test_the_canary_never_reaches_the_spool_when_the_database_is_away(
+    recording, leaky_server, locked_database
+):
     Integration.objects.create(name="Canary", slug="canary", environment="production")
     recorder.configure(
         spool_dir=recording, queue_size=2, batch_size=1, busy_timeout_ms=50, flush_interval_s=0.02
@@ -152,24 +131,17 @@ def test_the_canary_never_reaches_the_spool_when_the_database_is_away(recording,
     with MonitoredClient(integration="canary", environment="production") as warm:
         warm.get(f"http://{leaky_server}/v1/ok")  # the writer opens its connection
     recorder.flush(timeout=20)
-    lock = sqlite3.connect(connection.settings_dict["NAME"], timeout=5, isolation_level=None)
-    lock.execute("BEGIN EXCLUSIVE")
-    try:
+    with locked_database:
         _calls(leaky_server)
         _calls(leaky_server)
         deadline = time.monotonic() + 10
         while recorder.stats()["spilled"] == 0 and time.monotonic() < deadline:
             time.sleep(0.02)
         spooled = b"".join(path.read_bytes() for path in recording.glob("*.jsonl"))
-    finally:
-        lock.execute("ROLLBACK")
-        lock.close()
     assert b'"integration_id"' in spooled
     assert CANARY.encode() not in spooled
 
     recorder.flush(timeout=30)
     assert RequestLog.objects.filter(integration__slug="canary").count() == 9
     assert list(recording.glob("*.jsonl")) == []
-    with connection.cursor() as cursor:
-        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    assert CANARY.encode() not in _database_bytes()
+    assert CANARY.encode() not in stored_bytes()

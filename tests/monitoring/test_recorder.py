@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -30,9 +29,6 @@ from monitoring.models import (
 from monitoring.recorder import Recorder, RecorderConfig, attempt_row
 
 ROOT = Path(__file__).resolve().parents[2]
-needs_sqlite = pytest.mark.skipif(
-    connection.vendor != "sqlite", reason="locks the SQLite file from a second connection"
-)
 
 
 @pytest.fixture
@@ -59,23 +55,6 @@ def make_recorder(transactional_db, spool):
     yield make
     for instance in made:
         instance.stop(timeout=10)
-
-
-@pytest.fixture
-def locked_database():
-    """Hold SQLite's write lock from another connection, as a long writer elsewhere would."""
-    holder = sqlite3.connect(connection.settings_dict["NAME"], timeout=5, isolation_level=None)
-
-    class Lock:
-        def __enter__(self):
-            holder.execute("BEGIN EXCLUSIVE")
-            return self
-
-        def __exit__(self, *exc):
-            holder.execute("ROLLBACK")
-
-    yield Lock()
-    holder.close()
 
 
 def row(integration: Integration, n: int = 0, **extra) -> dict:
@@ -147,7 +126,6 @@ def test_record_attempt_refuses_unknown_fields_and_a_missing_integration():
         attempt_row(method="GET", host="h", path="/", latency_ms=1)
 
 
-@needs_sqlite
 def test_rows_spill_while_the_database_is_locked_and_are_replayed_exactly_once(
     make_recorder, integration, locked_database, spool
 ):
@@ -219,7 +197,6 @@ def test_rows_of_a_deleted_integration_are_counted_as_lost(make_recorder, integr
     assert (loss.rows, loss.reason) == (1, "integration no longer exists")
 
 
-@needs_sqlite
 def test_when_even_the_spill_fails_the_loss_is_persisted(
     make_recorder, integration, locked_database, tmp_path
 ):
@@ -238,7 +215,6 @@ def test_when_even_the_spill_fails_the_loss_is_persisted(
     assert "spill to" in RecorderLoss.objects.first().reason
 
 
-@needs_sqlite
 def test_flush_times_out_while_the_database_is_locked(make_recorder, integration, locked_database):
     rec = make_recorder()
     warm(rec, integration)
@@ -318,7 +294,16 @@ def _fields(integration: Integration, n: int) -> dict:
     }
 
 
-@pytest.mark.skipif(connection.vendor != "sqlite", reason="points a child process at the file")
+def _child_database_env() -> dict[str, str]:
+    """Environment that points a child process at this test's database."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return {"SQLITE_PATH": str(db["NAME"])}
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    port = f":{db['PORT']}" if db["PORT"] else ""
+    return {"DATABASE_URL": f"postgres://{auth}@{db['HOST'] or 'localhost'}{port}/{db['NAME']}"}
+
+
 def test_rows_still_queued_at_interpreter_exit_are_written(integration, spool):
     script = (
         "import django; django.setup()\n"
@@ -329,7 +314,7 @@ def test_rows_still_queued_at_interpreter_exit_are_written(integration, spool):
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "dashboard.settings",
-        "SQLITE_PATH": str(connection.settings_dict["NAME"]),
+        **_child_database_env(),
         "UPSTREAM_SPOOL_DIR": str(spool),
         "UPSTREAM_RECORDER_FLUSH_INTERVAL_MS": "60000",  # only the exit flush can write them
         "UPSTREAM_RECORDER_BATCH_SIZE": "1000",
