@@ -66,43 +66,7 @@ BODY_PARSE_CAP = parsing.BODY_WINDOW
 _REDACTED_B = REDACTED.encode()
 
 # Response headers the writer parses; nothing else leaves the caller's thread.
-_KEPT_HEADERS = frozenset(
-    name.encode()
-    for name in (
-        "content-length",
-        "retry-after",
-        "retry-after-ms",
-        "x-ms-retry-after-ms",
-        "ratelimit",
-        "ratelimit-policy",
-        "ratelimit-limit",
-        "ratelimit-remaining",
-        "ratelimit-reset",
-        "x-ratelimit-limit",
-        "x-ratelimit-remaining",
-        "x-ratelimit-reset",
-        "x-rate-limit-limit",
-        "x-rate-limit-remaining",
-        "x-rate-limit-reset",
-        "x-ratelimit-limit-requests",
-        "x-ratelimit-remaining-requests",
-        "x-ratelimit-reset-requests",
-        "x-ratelimit-reset-after",
-        "deprecation",
-        "sunset",
-        "link",
-        "api-version",
-        "x-api-version",
-        "stripe-version",
-        "openai-version",
-        "anthropic-version",
-        "x-github-api-version-selected",
-        "x-github-api-version",
-        "x-shopify-api-version",
-        "x-ms-version",
-        "x-version",
-    )
-)
+_KEPT_HEADERS = frozenset(name.encode() for name in ("content-length", *parsing.PARSED_HEADERS))
 
 
 class InsecureRequestRefused(httpx.RequestError):

@@ -342,9 +342,9 @@ _MAX_COUNTER = 2**31 - 1  # what the log's integer columns hold
 _LATEST_RESET = 4_102_444_800  # 2100-01-01
 
 
-# The common X-RateLimit-* trio, and every other header name parse_rate_limit reads.
-_TRIO = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
-_OTHER_RATE_NAMES = frozenset(
+# Every header name parse_rate_limit reads (the client keeps only the headers the parsers
+# read; the recorder skips parsing when none is present).
+RATE_LIMIT_HEADERS = frozenset(
     {
         "ratelimit",
         "ratelimit-policy",
@@ -359,7 +359,10 @@ _OTHER_RATE_NAMES = frozenset(
         "retry-after-ms",
         "x-ms-retry-after-ms",
     }
-).difference(_TRIO)
+)
+# The common X-RateLimit-* trio has a fast path; the rest go through the general one.
+_TRIO = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
+_OTHER_RATE_NAMES = RATE_LIMIT_HEADERS.difference(_TRIO)
 
 
 def parse_rate_limit(headers: Mapping[str, str], now: float) -> RateLimit:
@@ -536,7 +539,7 @@ def _deprecation_link(value: str) -> str:
     return ""
 
 
-_VERSION_HEADERS = (
+VERSION_HEADERS = (
     "api-version",
     "x-api-version",
     "stripe-version",
@@ -548,12 +551,15 @@ _VERSION_HEADERS = (
     "x-ms-version",
     "x-version",
 )
+DEPRECATION_HEADERS = frozenset({"deprecation", "sunset", "link"})
+# Everything the parsers read from a response.
+PARSED_HEADERS = RATE_LIMIT_HEADERS | DEPRECATION_HEADERS | frozenset(VERSION_HEADERS)
 
 
 def parse_api_version(headers: Mapping[str, str]) -> str:
     """The API version a response reports in a well-known header, or ""."""
     h = _lower(headers)
-    for name in _VERSION_HEADERS:
+    for name in VERSION_HEADERS:
         value = "".join(c for c in h.get(name, "")[:256] if c.isprintable()).strip()
         if value:
             return value[:VERSION_CAP]

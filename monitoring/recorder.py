@@ -928,29 +928,8 @@ def attempt_row(**fields: Any) -> dict:
     return _build({**_DEFAULTS, **fields})
 
 
-_RATE_HEADERS = frozenset(
-    {
-        "ratelimit",
-        "ratelimit-policy",
-        "ratelimit-limit",
-        "ratelimit-remaining",
-        "ratelimit-reset",
-        "x-ratelimit-limit",
-        "x-ratelimit-remaining",
-        "x-ratelimit-reset",
-        "x-rate-limit-limit",
-        "x-rate-limit-remaining",
-        "x-rate-limit-reset",
-        "x-ratelimit-limit-requests",
-        "x-ratelimit-remaining-requests",
-        "x-ratelimit-reset-requests",
-        "x-ratelimit-reset-after",
-        "retry-after",
-        "retry-after-ms",
-        "x-ms-retry-after-ms",
-    }
-)
-_DEPRECATION_HEADERS = frozenset({"deprecation", "sunset", "link"})
+_RATE_HEADERS = parsing.RATE_LIMIT_HEADERS
+_DEPRECATION_HEADERS = parsing.DEPRECATION_HEADERS
 # Deprecation and version headers are the same on every call to an endpoint, and their
 # parsers are pure: remember the last few answers (rate limits change every call).
 _pure_cache: dict[tuple, tuple] = {}
