@@ -852,14 +852,24 @@ class MonitoredClient(httpx.Client):
         for _ in range(max_pages):
             response = self.request(method, url, params=params, **kwargs)
             yield response
-            found = None if response.is_error else next_page(response, cursor_param)
+            found = _follow(response, cursor_param, seen)
             if found is None:
                 return
             url, params = found
-            key = f"{url}?{sorted((params or {}).items())}"
-            if key in seen:
-                return
-            seen.add(key)
+
+
+def _follow(
+    response: httpx.Response, cursor_param: str, seen: set[str]
+) -> tuple[httpx.URL, dict | None] | None:
+    """The next page's URL and params; None at the last page, an error, or a page seen before."""
+    found = None if response.is_error else next_page(response, cursor_param)
+    if found is None:
+        return None
+    key = f"{found[0]}?{sorted((found[1] or {}).items())}"
+    if key in seen:
+        return None
+    seen.add(key)
+    return found
 
 
 class AsyncMonitoredClient(httpx.AsyncClient):
@@ -901,11 +911,7 @@ class AsyncMonitoredClient(httpx.AsyncClient):
         for _ in range(max_pages):
             response = await self.request(method, url, params=params, **kwargs)
             yield response
-            found = None if response.is_error else next_page(response, cursor_param)
+            found = _follow(response, cursor_param, seen)
             if found is None:
                 return
             url, params = found
-            key = f"{url}?{sorted((params or {}).items())}"
-            if key in seen:
-                return
-            seen.add(key)
