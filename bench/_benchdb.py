@@ -123,6 +123,20 @@ def open_db(
     return _describe(path, rows, days)
 
 
+def setup_scratch_django(sqlite_path: str, spool_dir: str) -> None:
+    """Set Django up on a fresh, migrated SQLite file (the recorder benchmarks' own database)."""
+    os.environ["SQLITE_PATH"] = sqlite_path
+    os.environ["UPSTREAM_SPOOL_DIR"] = spool_dir
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
 def _setup_django(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     os.environ["SQLITE_PATH"] = str(path)

@@ -71,17 +71,12 @@ ENDPOINTS = [
 
 
 def _setup_django(workdir: str) -> None:
-    os.environ["SQLITE_PATH"] = os.path.join(workdir, "ingest.sqlite3")
-    os.environ["UPSTREAM_SPOOL_DIR"] = os.path.join(workdir, "spool")
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
     sys.path.insert(0, str(ROOT))
-    import django
+    from bench import _benchdb
 
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+    _benchdb.setup_scratch_django(
+        os.path.join(workdir, "ingest.sqlite3"), os.path.join(workdir, "spool")
+    )
 
 
 def _rows(integration_id: int, n: int, seed: int) -> list[dict]:
