@@ -21,19 +21,13 @@ from monitoring.models import (
     RequestLog,
     RuleKind,
 )
-
-_OUTCOME_BY_STATUS = {
-    2: Outcome.OK,
-    3: Outcome.OK,
-    4: Outcome.CLIENT_ERROR,
-    5: Outcome.SERVER_ERROR,
-}
+from monitoring.parsing import classify_status
 
 
 def make_log(integration: Integration, created: dt.datetime, **fields) -> RequestLog:
     status = fields.pop("status", 200)
     outcome = fields.pop("outcome", None) or (
-        _OUTCOME_BY_STATUS[status // 100] if status is not None else Outcome.TIMEOUT
+        classify_status(status) if status is not None else Outcome.TIMEOUT
     )
     defaults = {
         "source": "client",

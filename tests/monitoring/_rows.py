@@ -9,6 +9,7 @@ from django.db import transaction
 
 from monitoring import rollup
 from monitoring.models import Outcome, RequestLog
+from monitoring.parsing import classify_status
 
 
 def log(
@@ -27,14 +28,7 @@ def log(
     ratelimit_limit: int | None = None,
 ) -> RequestLog:
     if outcome is None:
-        if status is None:
-            outcome = Outcome.TIMEOUT
-        elif status >= 500:
-            outcome = Outcome.SERVER_ERROR
-        elif status >= 400:
-            outcome = Outcome.CLIENT_ERROR
-        else:
-            outcome = Outcome.OK
+        outcome = Outcome.TIMEOUT if status is None else classify_status(status)
     return RequestLog(
         integration_id=integration_id,
         created=created,

@@ -14,6 +14,7 @@ from django.db import transaction
 
 from monitoring import rollup
 from monitoring.models import Grain, Integration, MetricBucket, Outcome, RequestLog
+from monitoring.parsing import classify_status
 
 # A Tuesday, mid-hour, mid-minute.
 T0 = dt.datetime(2026, 3, 10, 12, 2, 30, tzinfo=dt.UTC)
@@ -43,14 +44,7 @@ def calls(
     **fields,
 ) -> None:
     """Record n attempts at `at` the way the recorder does: raw rows and buckets together."""
-    if status is None:
-        outcome = Outcome.TIMEOUT
-    elif status >= 500:
-        outcome = Outcome.SERVER_ERROR
-    elif status >= 400:
-        outcome = Outcome.CLIENT_ERROR
-    else:
-        outcome = Outcome.OK
+    outcome = Outcome.TIMEOUT if status is None else classify_status(status)
     rows = [
         RequestLog(
             integration=integration,

@@ -11,6 +11,7 @@ import time_machine
 from django.db import connection
 
 from tests.monitoring.alertkit import T0, SmtpSink
+from tests.monitoring.probe_server import ProbeTarget
 
 
 @pytest.fixture
@@ -90,3 +91,17 @@ def stored_bytes() -> bytes:
             cursor.execute(f"SELECT t::text FROM {connection.ops.quote_name(table)} t")  # noqa: S608
             chunks += [row[0] for row in cursor.fetchall()]
     return "\n".join(chunks).encode()
+
+
+@pytest.fixture
+def target():
+    """A loopback HTTP server for probes to check."""
+    with ProbeTarget() as server:
+        yield server
+
+
+@pytest.fixture
+def allowed(settings, target):
+    """Allowlist the loopback target, which the SSRF guard otherwise refuses."""
+    settings.UPSTREAM = {**settings.UPSTREAM, "PROBE_ALLOW_HOSTS": [target.hostport]}
+    return [target.hostport]

@@ -15,7 +15,6 @@ from django.utils import timezone
 from monitoring import probes, recorder
 from monitoring.models import Integration, Probe, ProbeResult, RollupState
 from monitoring.probes import Dispatcher, claim_due
-from tests.monitoring.probe_server import ProbeTarget
 
 T0 = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.UTC)
 
@@ -24,17 +23,6 @@ T0 = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.UTC)
 def _recorder_flushed():
     yield
     recorder.flush(timeout=10)
-
-
-@pytest.fixture
-def target():
-    with ProbeTarget() as server:
-        yield server
-
-
-@pytest.fixture
-def allowed(settings, target):
-    settings.UPSTREAM = {**settings.UPSTREAM, "PROBE_ALLOW_HOSTS": [target.hostport]}
 
 
 def make_probes(n: int, url: str, *, at: dt.datetime, **fields) -> list[Probe]:

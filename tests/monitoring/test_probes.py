@@ -37,18 +37,6 @@ def _recorder_flushed():
     recorder.flush(timeout=10)
 
 
-@pytest.fixture
-def target():
-    with ProbeTarget() as server:
-        yield server
-
-
-@pytest.fixture
-def allowed(settings, target):
-    settings.UPSTREAM = {**settings.UPSTREAM, "PROBE_ALLOW_HOSTS": [target.hostport]}
-    return [target.hostport]
-
-
 def run(url: str, allowed: list[str], **spec) -> RunResult:
     fields = {
         "probe_id": 1, "integration_id": 1, "method": "GET", "url": url, "headers": {},
