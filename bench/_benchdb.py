@@ -9,7 +9,8 @@ Usage from a benchmark script (before anything else imports Django models):
 The file is a normal Upstream SQLite database (made by `migrate`), filled fast: raw sqlite3
 executemany with the RequestLog indexes dropped during the load, and the metric buckets
 computed directly from the generated rows with monitoring.rollup's own accumulators (minute
-buckets only for the last RETAIN_MINUTE_DAYS, as retention would leave them). A build is
+buckets only for the last 3 days and quarter-hours for the last 14, as retention would
+leave them). A build is
 reused while its parameters match; pass rebuild=True (or delete the file) to start over.
 
 The traffic: integration volumes follow a Zipf-like curve (the busiest gets ~10× the median),
@@ -83,8 +84,9 @@ class BenchDB:
         return self.integration_ids[0]
 
 
-def default_path(rows: int) -> Path:
-    return BENCH_DIR / f"upstream-{rows}.sqlite3"
+def default_path(rows: int, integrations: int = 50) -> Path:
+    tail = "" if integrations == 50 else f"-{integrations}i"
+    return BENCH_DIR / f"upstream-{rows}{tail}.sqlite3"
 
 
 def open_db(
@@ -102,8 +104,8 @@ def open_db(
 
     buckets=False leaves the metric buckets out (a raw-only database builds ~3x faster).
     """
-    path = Path(path or default_path(rows))
-    params = {"rows": rows, "days": days, "integrations": integrations, "seed": seed, "v": 1}
+    path = Path(path or default_path(rows, integrations))
+    params = {"rows": rows, "days": days, "integrations": integrations, "seed": seed, "v": 2}
     if not buckets:
         params["buckets"] = 0
     wanted = {k: str(v) for k, v in params.items()} | {"complete": "1"}
@@ -240,6 +242,8 @@ def generate(
     rows: int, days: int, ids: list[int], end: datetime, seed: int
 ) -> Iterator[tuple[float, tuple]]:
     """Yield (epoch seconds, RequestLog column values) in time order."""
+    from monitoring.parsing import classify_status  # Django-free, like this module
+
     rng = random.Random(seed)
     n = len(ids)
     weights = [1 / (k + 1) ** 0.8 for k in range(n)]
@@ -274,7 +278,7 @@ def generate(
                 outcome = TRANSPORT[j % len(TRANSPORT)]
                 latency = 30_000.0 if outcome == "timeout" else rng.uniform(1, 3000)
             else:
-                outcome = "ok" if st < 400 else ("client_error" if st < 500 else "server_error")
+                outcome = classify_status(st)
                 latency = rng.lognormvariate(medians[iid, e], 0.6)
             remaining = limit = None
             if j % 3 == 0:
@@ -332,6 +336,7 @@ def _load(conn, rows, days, ids, end, seed, quiet) -> int:
     from monitoring.models import Grain
 
     minute_from = end.timestamp() - 3 * 86400
+    quarter_from = end.timestamp() - 14 * 86400  # retain_days(QUARTER): as long as raw rows
     bucket_sql = (
         f"INSERT INTO monitoring_metricbucket ({', '.join(rollup.KEY_COLUMNS)}, "
         f"{', '.join(rollup.VALUE_COLUMNS)}) VALUES ({', '.join(['?'] * 28)})"
@@ -372,10 +377,17 @@ def _load(conn, rows, days, ids, end, seed, quiet) -> int:
             if day != current_day and current_day is not None:
                 flush_day()
             current_hour, current_day = hour, day
-            hour_batch = rollup.Batch(
-                (Grain.MINUTE, Grain.HOUR) if hour >= minute_from else (Grain.HOUR,)
-            )
+            if hour >= minute_from:
+                grains = (Grain.MINUTE, Grain.QUARTER, Grain.HOUR)
+            elif hour >= quarter_from:
+                grains = (Grain.QUARTER, Grain.HOUR)
+            else:
+                grains = (Grain.HOUR,)
+            hour_batch = rollup.Batch(grains)
             add = hour_batch.add
+            # Past a grain's retention the accumulator is fed the start of the finest grain
+            # still kept: its per-minute keys then collapse into one per quarter or hour.
+            coarsen = 60 if hour >= minute_from else 900 if hour >= quarter_from else 3600
         sec = int(ts)
         if sec != last_sec:
             last_sec, prefix = sec, time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(sec))
@@ -383,11 +395,9 @@ def _load(conn, rows, days, ids, end, seed, quiet) -> int:
         pending.append(
             (created, iid, src, method, path, st, outcome, latency, attempt, lim, rem, dep)
         )
-        # Outside the minute-retention window only hours are kept, so the accumulator is fed
-        # the hour's start: its per-minute keys then collapse into one per hour.
         add(
             iid,
-            ts if hour >= minute_from else hour,
+            ts if coarsen == 60 else ts // coarsen * coarsen,
             src,
             f"{method} {path}",
             st,

@@ -4,8 +4,9 @@
 a day for deprecations) over the 50 integrations of the shared benchmark database
 (bench/_benchdb.py). Timed in the same run:
 
-- buckets, find: monitoring.alerts.find() — every rule checked, nothing written;
-- buckets, cycle: monitoring.alerts.evaluate() — find plus alert updates and notifications;
+- buckets, find: monitoring.alerts.lifecycle.find() — every rule checked, nothing written;
+- buckets, cycle: monitoring.alerts.lifecycle.evaluate() — find plus alert updates and
+  notifications;
 - raw, find: the same find() with the reads swapped for aggregates over RequestLog
   (RawData below), i.e. what the evaluator would cost without buckets.
 
@@ -75,9 +76,8 @@ def raw_data_class():
     from django.db.models import Count, Q, Sum
     from django.db.models.functions import TruncHour
 
-    from monitoring import alerts
-    from monitoring.models import Grain, Outcome, RequestLog
-    from monitoring.rollup import endpoint_of
+    from monitoring.alerts import snapshot
+    from monitoring.models import Grain, Outcome, RequestLog, endpoint_of
 
     def n(q):
         return Count("id", filter=q)
@@ -112,7 +112,7 @@ def raw_data_class():
             rank = max(1, -(-q * len(self.values) // 100))
             return self.values[int(rank) - 1]
 
-    class RawData(alerts.BucketData):
+    class RawData(snapshot.BucketData):
         def _raw(self, minutes):
             grain, since = self.bounds(minutes)
             # The same calls the buckets hold: whole minutes (or hours) from `since`.
@@ -126,7 +126,7 @@ def raw_data_class():
         def window(self, minutes):
             if minutes not in self._windows:
                 rows = self._raw(minutes).values("integration_id").annotate(**sums)
-                self._windows[minutes] = {r["integration_id"]: alerts._counts(r) for r in rows}
+                self._windows[minutes] = {r["integration_id"]: snapshot.counts_of(r) for r in rows}
             return self._windows[minutes]
 
         def endpoints(self, minutes, integration_id):
@@ -139,7 +139,7 @@ def raw_data_class():
                     .annotate(**sums)
                 )
                 self._endpoints[key] = {
-                    endpoint_of(r["method"], r["path"]): alerts._counts(r) for r in rows
+                    endpoint_of(r["method"], r["path"]): snapshot.counts_of(r) for r in rows
                 }
             return self._endpoints[key]
 
@@ -163,7 +163,7 @@ def raw_data_class():
                         "integration_id", "created", "ratelimit_remaining", "ratelimit_limit"
                     )
                 )
-                self._ratelimit[minutes] = alerts._tightest(
+                self._ratelimit[minutes] = snapshot.tightest(
                     (iid, created.replace(second=0, microsecond=0), rem, lim)
                     for iid, created, rem, lim in rows
                 )
@@ -214,8 +214,8 @@ def main() -> None:
     from django.conf import settings
     from django.db import connection
 
-    from monitoring import alerts
-    from monitoring.models import AlertRule, MetricBucket, RollupState
+    from monitoring.alerts import lifecycle
+    from monitoring.models import AlertRule, JobState, MetricBucket
 
     # Alerts are recorded, their e-mails suppressed: nothing may be queued in the shared DB.
     settings.ALERT_EMAILS_ENABLED = False
@@ -225,14 +225,14 @@ def main() -> None:
     rules = make_rules(db.integration_ids, args.rules)
     try:
         RawData = raw_data_class()
-        alerts.find(now)  # warm the page cache for both sides alike
-        alerts.find(now, data_class=RawData)
-        find_ms, scan = timed(lambda: alerts.find(now), args.cycles)
-        raw_ms, raw_scan = timed(lambda: alerts.find(now, data_class=RawData), args.raw_cycles)
+        lifecycle.find(now)  # warm the page cache for both sides alike
+        lifecycle.find(now, data_class=RawData)
+        find_ms, scan = timed(lambda: lifecycle.find(now), args.cycles)
+        raw_ms, raw_scan = timed(lambda: lifecycle.find(now, data_class=RawData), args.raw_cycles)
         # Cycles a minute apart, as the schedule runs them: figures move, alerts get updated.
         minutes = iter(range(args.cycles))
         cycle_ms, report = timed(
-            lambda: alerts.evaluate(now + dt.timedelta(minutes=next(minutes))), args.cycles
+            lambda: lifecycle.evaluate(now + dt.timedelta(minutes=next(minutes))), args.cycles
         )
         with connection.cursor() as cursor:
             cursor.execute("SELECT COUNT(*) FROM monitoring_requestlog")
@@ -240,7 +240,7 @@ def main() -> None:
         buckets = MetricBucket.objects.count()
     finally:
         AlertRule.objects.filter(pk__in=[r.pk for r in rules]).delete()
-        RollupState.objects.filter(name=alerts._LOCK_NAME).delete()
+        JobState.objects.filter(name=lifecycle._LOCK_NAME).delete()
 
     ours, theirs = set(scan.findings), set(raw_scan.findings)
     differ = sorted(ours ^ theirs)

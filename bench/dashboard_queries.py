@@ -15,8 +15,9 @@ dashboard without buckets would have to read). Answers are compared field by fie
 exactly, percentiles exactly (both sides use the same histogram), latency averages to
 float rounding. The overview's raw peer runs for 24 h only: for 30 d it would read every row.
 
-Goals: 24 h <= 50 ms, 7 d and 30 d <= 150 ms per query, >= 50x faster than raw, answers
-equal. Wall-clock times on a shared machine vary; the best of several runs is reported.
+Goals: 24 h <= 50 ms, 7 d and 30 d <= 150 ms per query, the 24 h series <= 20 ms (it
+reads 96 quarter-hour buckets), the overview <= 50 ms at every range, >= 50x faster than
+raw, answers equal. Wall-clock times on a shared machine vary; the best of several runs is reported.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from bench import _benchdb
 
 WINDOWS = {"24h": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 GOAL_MS = {"24h": 50, "7d": 150, "30d": 150}
+# Tighter goals for some queries, at these windows (issue 19).
+GOAL_QUERY_MS = {("24h", "series"): 20, **{(w, "overview"): 50 for w in WINDOWS}}
 GOAL_SPEEDUP = 50
 SOURCE = "client"
 EXACT = (
@@ -292,7 +295,9 @@ def main() -> int:
             if raw_ms is not None:
                 entry["raw_ms"] = round(raw_ms, 1)
                 entry["speedup"] = round(raw_ms / ms, 1)
-            met = ms <= GOAL_MS[label] and (raw_ms is None or raw_ms / ms >= GOAL_SPEEDUP)
+            goal = GOAL_QUERY_MS.get((label, name), GOAL_MS[label])
+            entry["goal_ms"] = goal
+            met = ms <= goal and (raw_ms is None or raw_ms / ms >= GOAL_SPEEDUP)
             entry["goal_met"] = met
             goals_met &= met
             all_equal &= equal is not False

@@ -18,6 +18,12 @@ The last line is JSON.
 Both peers use the same batch size: by default the deployed ``RECORDER_BATCH_SIZE``.
 
     python bench/ingest.py [--rows 30000] [--batch N] [--reps 2]
+
+With ``--database-url postgres://…`` (a database it may migrate) it measures the write
+path PostgreSQL offers the recorder instead: the same RequestLog rows (day-partitioned
+table) by psycopg 3 ``executemany`` against ``COPY … FROM STDIN``, one transaction per
+batch, plus the table's size per million rows. The recorder's own COPY path is not wired
+yet (see the issue 19 notes), so these are the database's floor for each method.
 """
 
 from __future__ import annotations
@@ -80,6 +86,8 @@ def _setup_django(workdir: str) -> None:
 
 
 def _rows(integration_id: int, n: int, seed: int) -> list[dict]:
+    from monitoring.parsing import classify_status
+
     rng = random.Random(seed)
     start = datetime.now(UTC) - timedelta(minutes=10)
     rows = []
@@ -97,11 +105,7 @@ def _rows(integration_id: int, n: int, seed: int) -> list[dict]:
                 "path": path,
                 "query": "",
                 "status": status,
-                "outcome": "ok"
-                if status < 400
-                else "client_error"
-                if status < 500
-                else "server_error",
+                "outcome": classify_status(status),
                 "latency_ms": rng.lognormvariate(4.4, 0.6),
                 "request_bytes": 0,
                 "response_bytes": rng.randint(200, 5000),
@@ -126,7 +130,8 @@ def _rows(integration_id: int, n: int, seed: int) -> list[dict]:
 
 
 def _raw(path: str, rows: list[dict], batch: int) -> tuple[float, int]:
-    from monitoring.recorder import COLUMNS, insert_sql
+    from monitoring.attempts import COLUMNS
+    from monitoring.recorder import insert_sql
 
     sql = insert_sql().replace("%s", "?")
     params = [
@@ -158,12 +163,12 @@ def _raw(path: str, rows: list[dict], batch: int) -> tuple[float, int]:
 
 
 def _recorder(rows: list[dict], batch: int, spool: str, rollup: bool) -> tuple[float, int]:
-    from monitoring import recorder
+    from monitoring import storage
     from monitoring.recorder import Recorder, RecorderConfig
 
-    saved = recorder._apply_rows
+    saved = storage._apply_rows
     if not rollup:
-        recorder._apply_rows = None
+        storage._apply_rows = None
     config = RecorderConfig.from_settings(
         batch_size=batch, queue_size=len(rows) + 1, spool_dir=Path(spool)
     )
@@ -178,7 +183,7 @@ def _recorder(rows: list[dict], batch: int, spool: str, rollup: bool) -> tuple[f
         rec.flush(timeout=600)
         elapsed = time.perf_counter() - start
     finally:
-        recorder._apply_rows = saved
+        storage._apply_rows = saved
     stats = rec.stats()
     rec.stop(timeout=10)
     assert stats["written"] - written_before == len(rows) - 1, stats
@@ -195,7 +200,11 @@ def main() -> None:
         help="rows per transaction for both peers (default: the deployed RECORDER_BATCH_SIZE)",
     )
     parser.add_argument("--reps", type=int, default=2, help="ABBA repetitions")
+    parser.add_argument("--database-url", help="measure PostgreSQL's executemany vs COPY")
     args = parser.parse_args()
+    if args.database_url:
+        postgres_main(args.database_url, args.rows, args.batch or 500, args.reps)
+        return
 
     with tempfile.TemporaryDirectory(prefix="upstream-ingest-") as workdir:
         _setup_django(workdir)
@@ -266,6 +275,102 @@ def main() -> None:
                 "lock_errors": lock_errors,
                 "rows_expected": expected,
                 "rows_stored": stored,
+            }
+        )
+    )
+
+
+PG_COLUMNS = (
+    "created, integration_id, source, method, scheme, host, path, query, status, outcome, "
+    "latency_ms, error_code, error_message, error_body, call_id, attempt, backoff_ms, "
+    "deprecated, deprecation_link, api_version"
+)
+
+
+def _pg_rows(integration_id: int, n: int, seed: int) -> list[tuple]:
+    from datetime import UTC, datetime
+
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    paths = ("/v1/messages/{id}", "/v1/messages", "/v1/users/{id}", "/v1/batch")
+    return [
+        (now, integration_id, "client", "GET", "https", "api.example.com", rng.choice(paths),
+         "", status, "ok" if status < 400 else "client_error", rng.lognormvariate(4.5, 0.5),
+         "" if status < 400 else "invalid_request", "", "", f"{rng.getrandbits(64):016x}",
+         1, 0.0, False, "", "2024-06-01")
+        for status in (rng.choice((200, 200, 200, 201, 404)) for _ in range(n))
+    ]  # fmt: skip
+
+
+def _pg_run(url: str, peer: str, rows: list[tuple], batch: int) -> float:
+    import psycopg
+
+    insert = f"INSERT INTO monitoring_requestlog ({PG_COLUMNS}) VALUES ({', '.join(['%s'] * 20)})"
+    with psycopg.connect(url) as conn:
+        started = time.perf_counter()
+        for i in range(0, len(rows), batch):
+            chunk = rows[i : i + batch]
+            with conn.transaction(), conn.cursor() as cur:
+                if peer == "copy":
+                    with cur.copy(f"COPY monitoring_requestlog ({PG_COLUMNS}) FROM STDIN") as cp:
+                        for row in chunk:
+                            cp.write_row(row)
+                else:
+                    cur.executemany(insert, chunk)
+        return len(rows) / (time.perf_counter() - started)
+
+
+def postgres_main(url: str, n: int, batch: int, reps: int) -> None:
+    import psycopg
+
+    sys.path.insert(0, str(ROOT))
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    from monitoring import partitions
+    from monitoring.models import Integration
+
+    call_command("migrate", verbosity=0, skip_checks=True)
+    partitions.ensure()
+    integration, _ = Integration.objects.get_or_create(slug="bench-ingest", name="Bench ingest")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("TRUNCATE monitoring_requestlog")
+    results: dict[str, list[float]] = {"executemany": [], "copy": []}
+    for rep in range(reps):
+        order = ["executemany", "copy"] if rep % 2 == 0 else ["copy", "executemany"]
+        for peer in order:
+            rows = _pg_rows(integration.pk, n, seed=rep)
+            results[peer].append(_pg_run(url, peer, rows, batch))
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE monitoring_requestlog")
+        stored = conn.execute("SELECT count(*) FROM monitoring_requestlog").fetchone()[0]
+        size = conn.execute(
+            "SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits "
+            "WHERE inhparent = 'monitoring_requestlog'::regclass"
+        ).fetchone()[0]
+    many = statistics.median(results["executemany"])
+    copy = statistics.median(results["copy"])
+    mb_per_million = float(size) / stored * 1_000_000 / 2**20
+    print(f"PostgreSQL, {n:,} rows per run, batch {batch}, {reps} ABBA repetitions")
+    print(f"  executemany  {many:10,.0f} rows/s")
+    print(f"  COPY         {copy:10,.0f} rows/s   ratio {copy / many:.1f}")
+    print(f"  RequestLog with its indexes: {mb_per_million:,.0f} MB per million rows")
+    print(
+        json.dumps(
+            {
+                "bench": "ingest-postgresql",
+                "rows_per_run": n,
+                "batch": batch,
+                "executemany_rows_per_s": round(many),
+                "copy_rows_per_s": round(copy),
+                "ratio": round(copy / many, 2),
+                "rows_stored": stored,
+                "mb_per_million_rows": round(mb_per_million, 1),
+                "goal_met": copy >= 50_000 and copy >= 3 * many,
             }
         )
     )

@@ -49,7 +49,7 @@ def child(n: int, concurrency: int, limit_s: float) -> int:
     """One dispatcher process: dispatch until all N have a result (or the time limit)."""
     _setup_django()
     from monitoring.models import ProbeResult
-    from monitoring.probes import Dispatcher
+    from monitoring.probes.schedule import Dispatcher
 
     checked = [0.0, True]
 
@@ -106,9 +106,10 @@ def percentile(values: list[float], q: float) -> float:
 def sequential_seconds(probes: list) -> float:
     """The peer: the naive runner. Each probe is run and its result stored before the next,
     through the same code (runner, state machine, request log), in this process."""
-    from monitoring.probes import ProbeSpec, _HttpThread, allow_hosts, execute, record_runs
+    from monitoring.probes.run import ProbeSpec, allow_hosts, execute
+    from monitoring.probes.schedule import HttpThread, record_runs
 
-    http = _HttpThread(verify=True, concurrency=1)
+    http = HttpThread(verify=True, concurrency=1)
     allowed = allow_hosts()
     try:
         started = time.perf_counter()
@@ -142,7 +143,7 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="upstream-bench-probes-"))
     if args.sandbox:
-        from monitoring.sandbox import Sandbox, SandboxConfig
+        from demo.sandbox import Sandbox, SandboxConfig
 
         sandbox = Sandbox(SandboxConfig(seed=1, latency_scale=0.0, error_rate=0.0, quota=10**9))
         base, stop_server = sandbox.start().url, sandbox.stop

@@ -42,26 +42,29 @@ class _Threaded(WSGIServer):
 def build(now: dt.datetime) -> None:
     from django.core.management import call_command
 
-    from monitoring import alerts, demo, probes, recorder
+    from demo import scenario
+    from demo.sandbox import Sandbox
+    from monitoring import recorder
+    from monitoring.alerts import lifecycle
     from monitoring.models import Probe
-    from monitoring.sandbox import Sandbox
+    from monitoring.probes.schedule import run_now
 
     call_command("migrate", verbosity=0)
-    alerts.ensure_default_rules()
-    demo.seed_history(days=7, now=now)
+    lifecycle.ensure_default_rules()
+    scenario.seed_history(days=7, now=now)
     # The failed-auth spike two days ago, as the evaluator saw it minute by minute.
     spike = (now - dt.timedelta(days=2)).replace(hour=13, minute=5, second=0, microsecond=0)
     for minutes in (10, 20, 180, 190):
-        alerts.evaluate(now=spike + dt.timedelta(minutes=minutes))
+        lifecycle.evaluate(now=spike + dt.timedelta(minutes=minutes))
     sandbox = Sandbox().start()
     try:
         from django.conf import settings
 
         host = sandbox.url.split("//")[1].rstrip("/")
         settings.UPSTREAM = {**settings.UPSTREAM, "PROBE_ALLOW_HOSTS": [host]}
-        probes.setup_demo_probes(sandbox.url)
+        scenario.setup_demo_probes(sandbox.url)
         for _ in range(3):
-            probes.run_now(Probe.objects.filter(name="Health"))
+            run_now(Probe.objects.filter(name="Health"))
         recorder.flush(timeout=30)
     finally:
         sandbox.stop()

@@ -15,7 +15,8 @@ class MonitoringConfig(AppConfig):
 
     def ready(self) -> None:
         # Signal receivers and system checks register themselves on import.
-        from monitoring import audit, checks, retention  # noqa: F401
+        from monitoring import audit, checks, identity, retention  # noqa: F401
+        from monitoring.alerts import rules  # noqa: F401
         from monitoring.roles import sync_role_permissions
 
         # After migrate, when Django has created every model's permissions.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.core.checks import Error, Warning, register
+from django.core.checks import Error, Tags, Warning, register
 
 
 @register()
@@ -50,3 +50,80 @@ def check_email(app_configs, **kwargs):
             )
         ]
     return []
+
+
+@register(Tags.database)
+def check_schedules(app_configs, databases=None, **kwargs):
+    """Every task schedule names one of Upstream's own task entry points and no hook.
+
+    A database check (run by `migrate` and `manage.py check --database default`): the rows were
+    written before schedules were validated on save, or by something that bypassed it.
+    """
+    from django.db import DatabaseError
+    from django_q.models import Schedule
+
+    from monitoring.identity import former_task_funcs, schedule_problems
+
+    errors, former = [], former_task_funcs()
+    for alias in databases or ():
+        try:
+            rows = list(Schedule.objects.using(alias).values_list("pk", "name", "func", "hook"))
+        except DatabaseError:  # not migrated yet: nothing can be scheduled either
+            continue
+        for pk, name, func, hook in rows:
+            for problem in schedule_problems(func, hook).values():
+                errors.append(
+                    Error(
+                        f"Task schedule {name or pk!r} would run code Upstream does not ship: "
+                        f"{problem}",
+                        hint="The worker imports and calls that dotted path. Delete the "
+                        "schedule in the admin (as a superuser); `manage.py setup_upstream` "
+                        "recreates Upstream's own.",
+                        obj=f"django_q.Schedule {pk}",
+                        id="upstream.E010",
+                    )
+                )
+            if func in former:
+                errors.append(
+                    Warning(
+                        f"Task schedule {name or pk!r} names {func!r}, the former path of "
+                        f"{former[func]!r}",
+                        hint="Run `manage.py setup_upstream`, which moves it.",
+                        obj=f"django_q.Schedule {pk}",
+                        id="upstream.W010",
+                    )
+                )
+    return errors
+
+
+@register()
+def check_channel_kinds(app_configs, **kwargs):
+    from monitoring.alerts.channels import check_channel_kinds as check
+
+    return check(app_configs)
+
+
+@register(Tags.database)
+def check_alerts_reach_someone(app_configs, databases=None, **kwargs):
+    """A firing alert nobody hears about is worse than none: say so (`check --database`)."""
+    from django.db import DatabaseError
+
+    from monitoring.alerts.notify import unheard_alerts
+
+    if not databases:
+        return []
+    try:
+        unheard = unheard_alerts()
+    except DatabaseError:  # not migrated yet
+        return []
+    if not unheard:
+        return []
+    titles = ", ".join(f"#{a.pk}" for a in unheard[:5]) + (" …" if len(unheard) > 5 else "")
+    return [
+        Warning(
+            f"{len(unheard)} firing alert(s) have nobody to notify: {titles}",
+            hint="Give the rule recipients, route it to a channel, set the integration's "
+            "owner, or give an Admin an e-mail address.",
+            id="upstream.W016",
+        )
+    ]

@@ -8,17 +8,16 @@ Where the work happens (the caller must not feel it):
 
 * On the caller's thread, per attempt: two clock reads, the URL's parts, the response
   headers that matter (an allowlist: rate limit, Retry-After, Deprecation/Sunset, API
-  version, Content-Length) and one tuple appended to the recorder's queue. Redaction that
-  must happen before queueing is done here and is cheap: request headers are never taken
-  at all (so Authorization, Cookie, X-Api-Key … cannot leak), URL userinfo is never taken
-  (only the host), query values whose *name* is on the denylist become ``[redacted]``
-  (verdicts cached per name), and a ``Link`` header is kept only when it announces a
-  deprecation, scrubbed. A failed response's body and a transport error's message are
-  scrubbed with ``Redactor`` here too: that is the rare path, so its cost is acceptable.
-* On the recorder's writer thread: path templating (cached per path; an id or token in a
-  path segment becomes ``{id}`` / ``{token}`` here, before anything is stored),
-  value-shape scrubbing of the remaining query, parsing of rate-limit / deprecation /
-  version headers and of the (already scrubbed) error payload.
+  version, Content-Length) and one ``monitoring.attempts.Attempt`` appended to the
+  recorder's queue. Redaction that must happen before queueing is done here, with the
+  integration's ``Policy``, and is cheap: request headers are never taken at all (so
+  Authorization, Cookie, X-Api-Key … cannot leak), URL userinfo is never taken (only the
+  host), query values whose *name* is a secret become ``[redacted]`` (verdicts cached per
+  name), and a ``Link`` header is kept only when it announces a deprecation, scrubbed. A
+  failed response's body and a transport error's message are scrubbed here too: that is
+  the rare path, so its cost is acceptable.
+* On the recorder's writer thread, ``attempts.to_row`` does the rest (path templates,
+  value-shape scrubbing, header and error-payload parsing), as for every other source.
 
 Latency is measured to the response headers (what a transport sees, as OpenTelemetry
 does); the response size is its Content-Length, or the bytes read for a failure.
@@ -26,30 +25,25 @@ does); the response size is its Content-Length, or the bytes read for a failure.
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
 import itertools
 import logging
 import os
 import random
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
-from urllib.parse import unquote_plus
 
 import anyio
 import httpx
 from django.conf import settings
-from django.db import DatabaseError
 
-from monitoring import parsing, recorder
-from monitoring.models import Environment, Integration, Outcome, Source
-from monitoring.redaction import REDACTED, Redactor
+from monitoring import attempts, parsing, recorder
+from monitoring.attempts import Attempt, Policy, is_loopback
+from monitoring.models import Integration, Outcome, Source
+from monitoring.redaction import Redactor
 
 __all__ = [
     "AsyncMonitoredClient",
@@ -63,10 +57,6 @@ logger = logging.getLogger(__name__)
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 BODY_PARSE_CAP = parsing.BODY_WINDOW
-_REDACTED_B = REDACTED.encode()
-
-# Response headers the writer parses; nothing else leaves the caller's thread.
-_KEPT_HEADERS = frozenset(name.encode() for name in ("content-length", *parsing.PARSED_HEADERS))
 
 
 class InsecureRequestRefused(httpx.RequestError):
@@ -108,247 +98,28 @@ class RetryPolicy:
         return random.uniform(0, wait) if self.jitter == "full" else wait
 
 
-# --- integrations, resolved once per process ---------------------------------------------------
-
-
-@dataclass(eq=False)
-class _IntegrationRef:
-    """What the caller's thread needs to know about an integration, refreshed in the background."""
-
-    slug: str
-    environment: str | None
-    base_url: str = ""
-    id: int | None = None
-    require_https: bool = True
-    templates: tuple[str, ...] = ()
-    redact_names: tuple[str, ...] = ()
-    redactor: Redactor = field(default_factory=Redactor)
-    secret_names: dict[bytes, bool] = field(default_factory=dict)
-    template_cache: dict[str, str] = field(default_factory=dict)
-
-    def apply(self, integration: Integration) -> None:
-        self.id = integration.pk
-        self.environment = integration.environment
-        self.require_https = integration.require_https
-        templates = tuple(integration.explicit_templates())
-        if templates != self.templates:
-            self.templates, self.template_cache = templates, {}
-        names = tuple(integration.extra_redactions())
-        if names != self.redact_names:
-            # New objects, not mutation: callers on other threads may be reading these.
-            self.redact_names, self.redactor = names, Redactor(names)
-            self.secret_names = {}
-
-    def is_secret_name(self, key: bytes) -> bool:
-        verdict = self.secret_names.get(key)
-        if verdict is None:
-            if len(self.secret_names) > 2048:
-                self.secret_names = {}
-            verdict = self.redactor.is_secret_name(unquote_plus(key.decode("latin-1")))
-            self.secret_names[key] = verdict
-        return verdict
-
-    def template(self, path: str) -> str:
-        cached = self.template_cache.get(path)
-        if cached is None:
-            cache = self.template_cache
-            if len(cache) > 4096:
-                cache = self.template_cache = {}
-            cached = cache[path] = parsing.template_path(path, self.templates)
-        return cached
-
-
-_REFS: dict[tuple[str, str | None], _IntegrationRef] = {}
-_REFS_LOCK = threading.Lock()
-
-
-def _ref_for(integration: str | Integration, environment: str | None, base_url: str):
-    if isinstance(integration, Integration):
-        ref = _IntegrationRef(integration.slug, integration.environment, base_url)
-        ref.apply(integration)
-        return ref
-    if not isinstance(integration, str) or not integration.strip():
-        raise ValueError("integration must be a slug (str) or an Integration")
-    if environment is not None and environment not in Environment.values:
-        choices = ", ".join(Environment.values)
-        raise ValueError(f"environment must be one of {choices}, not {environment!r}")
-    key = (integration.strip(), environment)
-    with _REFS_LOCK:
-        ref = _REFS.get(key)
-        if ref is None:
-            ref = _REFS[key] = _IntegrationRef(key[0], environment, base_url)
-    if ref.id is None:
-        _load(ref)
-    return ref
-
-
-def _load(ref: _IntegrationRef) -> None:
-    """Resolve (or create) the integration; a database that is away only delays it."""
-
-    def load() -> None:
-        ref.apply(recorder.resolve_integration(ref.slug, ref.environment, ref.base_url))
-
-    try:
-        _outside_event_loop(load)
-    except DatabaseError as exc:
-        logger.warning("Upstream: integration %r not loaded yet (%s)", ref.slug, exc)
-
-
-def _outside_event_loop(fn) -> None:
-    # Django refuses ORM calls on a thread running an event loop; this runs once per
-    # integration per process, so a short-lived helper thread is fine.
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        fn()
-        return
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            fn()
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            from django.db import connection
-
-            connection.close()
-
-    thread = threading.Thread(target=run, name="upstream-integration-load")
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
-
-
-def _refresh_refs() -> None:
-    """Writer-thread hook: pick up admin edits (templates, https, redaction names)."""
-    with _REFS_LOCK:
-        refs = list(_REFS.values())
-    known = {ref.id: ref for ref in refs if ref.id is not None}
-    for integration in Integration.objects.filter(pk__in=known):
-        known.pop(integration.pk).apply(integration)
-    for ref in known.values():
-        ref.id = None  # deleted meanwhile: resolve (and so re-create) it below
-    for ref in refs:
-        if ref.id is None:
-            ref.apply(recorder.resolve_integration(ref.slug, ref.environment, ref.base_url))
-
-
-recorder.add_periodic(_refresh_refs)
-
-
 # --- call ids ------------------------------------------------------------------------------
 
-_call_prefix = uuid.uuid4().hex[:16]
-_calls = itertools.count(1)
+
+def _call_ids() -> Iterator[str]:
+    """Process prefix + a hex counter; ``next()`` of it runs in C, once per call."""
+    return map(f"{uuid.uuid4().hex[:16]}{{:x}}".format, itertools.count(1))
+
+
+_call_ids_left = _call_ids()
 
 
 def _after_fork() -> None:
-    global _call_prefix, _calls
-    _call_prefix = uuid.uuid4().hex[:16]
-    _calls = itertools.count(1)
+    global _call_ids_left
+    _call_ids_left = _call_ids()
+
+
+# ``Attempt(...)`` runs the named tuple's Python ``__new__``; on the hot path the C
+# constructor builds the same Attempt for a fraction of the cost (slots in Attempt's order).
+_new_attempt = tuple.__new__
 
 
 os.register_at_fork(after_in_child=_after_fork)
-
-
-_loopback_cache: dict[str, bool] = {}
-
-
-def _is_loopback(host: str) -> bool:
-    verdict = _loopback_cache.get(host)
-    if verdict is None:
-        name = host.strip("[]").lower()
-        if name == "localhost" or name.endswith(".localhost"):
-            verdict = True
-        else:
-            try:
-                verdict = ipaddress.ip_address(name).is_loopback
-            except ValueError:
-                verdict = False
-        if len(_loopback_cache) < 1024:
-            _loopback_cache[host] = verdict
-    return verdict
-
-
-# --- turning raw facts into a row (writer thread) --------------------------------------------
-
-
-def _finish(raw: tuple) -> dict:
-    """Writer side: the caller's raw tuple → a capped RequestLog row dict."""
-    (
-        _,
-        ref,
-        source,
-        wall,
-        elapsed,
-        method,
-        scheme,
-        host,
-        port,
-        path,
-        query,
-        status,
-        outcome,
-        request_bytes,
-        response_bytes,
-        kept,
-        seq,
-        attempt,
-        waited,
-        error_text,
-        error_body,
-        content_type,
-    ) = raw
-    if port is not None and port != (443 if scheme == "https" else 80):
-        host = f"{host}:{port}"
-    row = {
-        "created": datetime.fromtimestamp(wall, UTC),
-        "integration_id": ref.id,
-        "source": source,
-        "method": method[:10],
-        "scheme": scheme[:5],
-        "host": host[:255],
-        "path": ref.template(path or "/"),
-        "query": ref.redactor.url("/?" + query).partition("?")[2][:500] if query else "",
-        "status": status,
-        "outcome": outcome or parsing.classify_status(status),
-        "latency_ms": elapsed * 1000.0,
-        "request_bytes": request_bytes,
-        "response_bytes": response_bytes,
-        "error_code": "",
-        "error_message": "",
-        "error_body": "",
-        "call_id": f"{_call_prefix}{seq:x}",
-        "attempt": attempt,
-        "backoff_ms": waited * 1000.0,
-        "ratelimit_limit": None,
-        "ratelimit_remaining": None,
-        "ratelimit_reset": None,
-        "retry_after_s": None,
-        "deprecated": False,
-        "deprecation_at": None,
-        "sunset_at": None,
-        "deprecation_link": "",
-        "api_version": "",
-    }
-    if ref.id is None:
-        row[recorder.INTEGRATION_KEY] = (ref.slug, ref.environment, ref.base_url)
-    if kept:
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in kept}
-        length = headers.pop("content-length", None)
-        if response_bytes is None and length and length.isdigit():
-            row["response_bytes"] = int(length)
-        if headers:
-            recorder.apply_headers(row, headers, wall)
-    if error_text:
-        row["error_message"] = error_text
-    if error_body is not None:
-        parsed = parsing.parse_error(error_body.encode(), content_type, scrub=ref.redactor.text)
-        row["error_code"], row["error_message"] = parsed.code, parsed.message
-        row["error_body"] = error_body[: recorder.ERROR_BODY_CAP]
-    return row
 
 
 # --- the transport -----------------------------------------------------------------------------
@@ -374,14 +145,14 @@ class MonitoringTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         throttle: float | None = None,
         source: str = Source.CLIENT,
         base_url: str = "",
-        _ref: _IntegrationRef | None = None,
+        _ref: Policy | None = None,
     ) -> None:
         if throttle is not None and not 0 < throttle < 1:
             raise ValueError("throttle must be a fraction between 0 and 1")
         if source not in Source.values:
             raise ValueError(f"source must be one of {', '.join(Source.values)}")
         self._wrapped = wrapped
-        self._ref = _ref or _ref_for(integration, environment, base_url)
+        self._ref = _ref or attempts.policy_for(integration, environment, base_url)
         self._retry = retry
         self._throttle = throttle
         self._source = str(source)
@@ -400,9 +171,10 @@ class MonitoringTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             self._wrapped = httpx.HTTPTransport()
         wrapped = self._wrapped
         url = request.url._uri_reference  # the parsed parts; the public properties cost 4×
-        if url.scheme == "http" and self._ref.require_https and not _is_loopback(url.host):
+        ref = self._ref
+        if url.scheme == "http" and ref.require_https and not is_loopback(url.host):
             self._refuse(request, url)
-        seq = next(_calls)
+        call_id = next(_call_ids_left)
         waited = self._throttle_wait() if self._throttle else 0.0
         if waited:
             time.sleep(waited)
@@ -416,7 +188,7 @@ class MonitoringTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             except Exception as exc:
                 elapsed = perf_counter() - start
                 delay = self._exception_delay(request, exc, attempt, total_wait)
-                self._emit_exception(request, url, exc, wall, elapsed, seq, attempt, waited)
+                self._emit_exception(request, url, exc, wall, elapsed, call_id, attempt, waited)
                 if delay is None:
                     raise
                 time.sleep(delay)
@@ -424,16 +196,16 @@ class MonitoringTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                 continue
             elapsed = perf_counter() - start
             status = response.status_code
-            kept = self._kept(response.headers._list)
+            kept = ref.kept_headers(response.headers._list)
             if status < 400:
                 self._record(
-                    (
-                        _finish, self._ref, self._source, wall, elapsed, request.method,
+                    _new_attempt(Attempt, (
+                        ref.ident, self._source, wall, elapsed * 1000.0, request.method,
                         url.scheme, url.host, url.port, url.path,
-                        self._query(url.query) if url.query else None,
-                        status, None, _request_bytes(request), None, kept, seq, attempt,
-                        waited, None, None, None,
-                    )
+                        ref.redact_query(url.query) if url.query else None,
+                        status, None, _request_bytes(request), None, kept, call_id, attempt,
+                        waited * 1000.0, None, None, None, None,
+                    ))
                 )  # fmt: skip
                 if self._throttle:
                     self._note_quota(kept, wall)
@@ -441,7 +213,7 @@ class MonitoringTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             try:
                 raw = b"".join(response.stream)
             except Exception as exc:
-                self._emit_exception(request, url, exc, wall, elapsed, seq, attempt, waited)
+                self._emit_exception(request, url, exc, wall, elapsed, call_id, attempt, waited)
                 raise
             finally:
                 response.stream.close()
@@ -449,7 +221,7 @@ class MonitoringTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             response.stream = httpx.ByteStream(raw)
             delay = self._status_delay(request, status, kept, attempt, total_wait, wall)
             self._emit_failure(
-                request, url, response, raw, kept, wall, elapsed, seq, attempt, waited
+                request, url, response, raw, kept, wall, elapsed, call_id, attempt, waited
             )
             if self._throttle:
                 self._note_quota(kept, wall)
@@ -469,9 +241,10 @@ class MonitoringTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             self._wrapped = httpx.AsyncHTTPTransport()
         wrapped = self._wrapped
         url = request.url._uri_reference
-        if url.scheme == "http" and self._ref.require_https and not _is_loopback(url.host):
+        ref = self._ref
+        if url.scheme == "http" and ref.require_https and not is_loopback(url.host):
             self._refuse(request, url)
-        seq = next(_calls)
+        call_id = next(_call_ids_left)
         waited = self._throttle_wait() if self._throttle else 0.0
         if waited:
             await anyio.sleep(waited)
@@ -485,7 +258,7 @@ class MonitoringTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             except Exception as exc:
                 elapsed = perf_counter() - start
                 delay = self._exception_delay(request, exc, attempt, total_wait)
-                self._emit_exception(request, url, exc, wall, elapsed, seq, attempt, waited)
+                self._emit_exception(request, url, exc, wall, elapsed, call_id, attempt, waited)
                 if delay is None:
                     raise
                 await anyio.sleep(delay)
@@ -493,16 +266,16 @@ class MonitoringTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                 continue
             elapsed = perf_counter() - start
             status = response.status_code
-            kept = self._kept(response.headers._list)
+            kept = ref.kept_headers(response.headers._list)
             if status < 400:
                 self._record(
-                    (
-                        _finish, self._ref, self._source, wall, elapsed, request.method,
+                    _new_attempt(Attempt, (
+                        ref.ident, self._source, wall, elapsed * 1000.0, request.method,
                         url.scheme, url.host, url.port, url.path,
-                        self._query(url.query) if url.query else None,
-                        status, None, _request_bytes(request), None, kept, seq, attempt,
-                        waited, None, None, None,
-                    )
+                        ref.redact_query(url.query) if url.query else None,
+                        status, None, _request_bytes(request), None, kept, call_id, attempt,
+                        waited * 1000.0, None, None, None, None,
+                    ))
                 )  # fmt: skip
                 if self._throttle:
                     self._note_quota(kept, wall)
@@ -510,14 +283,14 @@ class MonitoringTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             try:
                 raw = b"".join([chunk async for chunk in response.stream])
             except Exception as exc:
-                self._emit_exception(request, url, exc, wall, elapsed, seq, attempt, waited)
+                self._emit_exception(request, url, exc, wall, elapsed, call_id, attempt, waited)
                 raise
             finally:
                 await response.stream.aclose()
             response.stream = httpx.ByteStream(raw)
             delay = self._status_delay(request, status, kept, attempt, total_wait, wall)
             self._emit_failure(
-                request, url, response, raw, kept, wall, elapsed, seq, attempt, waited
+                request, url, response, raw, kept, wall, elapsed, call_id, attempt, waited
             )
             if self._throttle:
                 self._note_quota(kept, wall)
@@ -531,33 +304,6 @@ class MonitoringTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             await self._wrapped.aclose()
 
     # -- shared --------------------------------------------------------------------------------
-
-    def _kept(self, headers: list) -> list:
-        """The allowlisted response headers; a Link only if it announces a deprecation."""
-        kept = []
-        for _, name, value in headers:
-            if name in _KEPT_HEADERS:
-                if name == b"link":
-                    # Pagination links can carry cursors and signed tokens: not ours to keep.
-                    lowered = value.lower()
-                    if b"deprecation" not in lowered and b"sunset" not in lowered:
-                        continue
-                    text = self._ref.redactor.text(value.decode("latin-1"))
-                    value = text.encode("latin-1", "replace")
-                kept.append((name, value))
-        return kept
-
-    def _query(self, query: str) -> str:
-        """Denylisted query values → [redacted], by name; shapes are scrubbed later."""
-        ref = self._ref
-        pairs = query.encode("latin-1", "replace").split(b"&")
-        changed = False
-        for i, pair in enumerate(pairs):
-            key, eq, _ = pair.partition(b"=")
-            if eq and ref.is_secret_name(key):
-                pairs[i] = key + b"=" + _REDACTED_B
-                changed = True
-        return b"&".join(pairs).decode("latin-1") if changed else query
 
     def _retryable(self, request: httpx.Request) -> bool:
         keyed = request.method in ("POST", "PATCH") and "idempotency-key" in request.headers
@@ -636,7 +382,7 @@ class MonitoringTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         kept: list,
         wall: float,
         elapsed: float,
-        seq: int,
+        call_id: str,
         attempt: int,
         waited: float,
     ) -> None:
@@ -648,16 +394,15 @@ class MonitoringTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         except httpx.DecodingError:
             decoded = raw[:BODY_PARSE_CAP]
         ref = self._ref
-        scrubbed = ref.redactor.body(decoded, content_type, cap=BODY_PARSE_CAP)
-        # The scrubbed text is re-encoded as UTF-8: drop any other declared charset.
-        mime = content_type.split(";", 1)[0].strip()
+        scrubbed, mime = ref.scrub_body(decoded, content_type)
         self._record(
-            (
-                _finish, ref, self._source, wall, elapsed, request.method, url.scheme, url.host,
-                url.port, url.path, self._query(url.query) if url.query else None,
-                response.status_code, None, _request_bytes(request), len(raw), kept, seq,
-                attempt, waited, None, scrubbed, mime,
-            )
+            _new_attempt(Attempt, (
+                ref.ident, self._source, wall, elapsed * 1000.0, request.method, url.scheme,
+                url.host, url.port, url.path,
+                ref.redact_query(url.query) if url.query else None, response.status_code,
+                None, _request_bytes(request), len(raw), kept, call_id, attempt,
+                waited * 1000.0, None, scrubbed, mime, None,
+            ))
         )  # fmt: skip
 
     def _emit_exception(
@@ -667,19 +412,20 @@ class MonitoringTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         exc: BaseException,
         wall: float,
         elapsed: float,
-        seq: int,
+        call_id: str,
         attempt: int,
         waited: float,
     ) -> None:
         ref = self._ref
         message = ref.redactor.text(f"{type(exc).__name__}: {exc}")[:500]
         self._record(
-            (
-                _finish, ref, self._source, wall, elapsed, request.method, url.scheme, url.host,
-                url.port, url.path, self._query(url.query) if url.query else None, None,
-                parsing.classify_exception(exc), _request_bytes(request), None, None, seq,
-                attempt, waited, message, None, None,
-            )
+            _new_attempt(Attempt, (
+                ref.ident, self._source, wall, elapsed * 1000.0, request.method, url.scheme,
+                url.host, url.port, url.path,
+                ref.redact_query(url.query) if url.query else None, None,
+                parsing.classify_exception(exc), _request_bytes(request), None, None, call_id,
+                attempt, waited * 1000.0, message, None, None, None,
+            ))
         )  # fmt: skip
 
     def _refuse(self, request: httpx.Request, url: Any) -> None:
@@ -699,12 +445,13 @@ class MonitoringTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             "https (use an https:// URL, untick require_https, or set UPSTREAM_HTTPS_POLICY=flag)"
         )
         self._record(
-            (
-                _finish, ref, self._source, time.time(), 0.0, request.method, url.scheme,
-                url.host, url.port, url.path, self._query(url.query) if url.query else None,
-                None, Outcome.BLOCKED.value, _request_bytes(request), None, None, next(_calls),
-                1, 0.0, message[:500], None, None,
-            )
+            _new_attempt(Attempt, (
+                ref.ident, self._source, time.time(), 0.0, request.method, url.scheme,
+                url.host, url.port, url.path,
+                ref.redact_query(url.query) if url.query else None, None,
+                Outcome.BLOCKED.value, _request_bytes(request), None, None,
+                next(_call_ids_left), 1, 0.0, message[:500], None, None, None,
+            ))
         )  # fmt: skip
         raise InsecureRequestRefused(message, request=request)
 
@@ -797,7 +544,7 @@ def _dig(obj: Any, path: tuple[str, ...]) -> Any:
 def _wrap_transports(client: httpx.Client | httpx.AsyncClient, **options: Any) -> None:
     # httpx builds its own default transport (TLS, limits, proxies from the environment)
     # from the constructor's arguments; wrapping what it built keeps all of that.
-    ref = _ref_for(options["integration"], options["environment"], options["base_url"])
+    ref = attempts.policy_for(options["integration"], options["environment"], options["base_url"])
 
     def wrap(transport):
         if transport is None or isinstance(transport, MonitoringTransport):

@@ -212,14 +212,7 @@ class Histogram:
 
     def encode(self) -> bytes:
         """Return the compact sparse encoding: version byte, then varint (index delta, count)."""
-        out = bytearray(EMPTY_ENCODING)
-        counts = self._counts
-        previous = -1
-        for index in sorted(counts):
-            _put_varint(out, index - previous)
-            _put_varint(out, counts[index])
-            previous = index
-        return bytes(out)
+        return encode_counts(self._counts)
 
     @classmethod
     def decode(cls, blob: bytes | bytearray | memoryview) -> Histogram:
@@ -242,6 +235,87 @@ class Histogram:
             f"<Histogram total={self._total} buckets={len(self._counts)} "
             f"min_ms={self.min_ms} max_ms={self.max_ms}>"
         )
+
+
+# --- Encoding ----------------------------------------------------------------------------
+# A blob is a version byte, then for each non-empty bucket in index order a varint of the
+# index delta (from -1 for the first) and a varint of the count. The rollup rewrites every
+# hour and day blob a batch touches, hundreds per batch, so the two {index: count} functions
+# below are its hot path: one-byte values (nearly all) skip the varint loop.
+
+
+def encode_counts(counts: dict[int, int]) -> bytes:
+    """Encode sparse {bucket index: count} (no zero counts) as the blob Histogram.encode gives."""
+    out = [ENCODING_VERSION]
+    previous = -1
+    for index in sorted(counts):
+        delta, count = index - previous, counts[index]
+        previous = index
+        if delta < 0x80:
+            out.append(delta)
+        else:
+            _put_varint(out, delta)
+        if count < 0x80:
+            out.append(count)
+        else:
+            _put_varint(out, count)
+    return bytes(out)
+
+
+def decode_counts(blob: bytes | bytearray | memoryview | None) -> dict[int, int]:
+    """Read a blob into sparse {bucket index: count}; None and b"" count as empty.
+
+    The writer's path for the blobs it reads back to add to. It rejects what Histogram.decode
+    rejects except a repeated bucket or a zero count: checking those on every pair would
+    slow the rollup, and only a hand-made blob holds them.
+    """
+    counts: dict[int, int] = {}
+    if not blob:
+        return counts
+    if type(blob) is not bytes:
+        blob = bytes(blob)  # PostgreSQL returns memoryview
+    if blob[0] != ENCODING_VERSION:
+        raise ValueError(f"unknown histogram encoding version {blob[0]}")
+    index, pos, end = -1, 1, len(blob)
+    try:
+        while pos < end:
+            value = blob[pos]
+            pos += 1
+            if value & 0x80:
+                # Two bytes (a day's counts, a first index) without a call; longer the long way.
+                high = blob[pos]
+                if 0 < high < 0x80:
+                    value = (value & 0x7F) | high << 7
+                    pos += 1
+                else:
+                    value, pos = _varint_tail(blob, pos, value)
+            index += value
+            count = blob[pos]
+            pos += 1
+            if count & 0x80:
+                high = blob[pos]
+                if 0 < high < 0x80:
+                    count = (count & 0x7F) | high << 7
+                    pos += 1
+                else:
+                    count, pos = _varint_tail(blob, pos, count)
+            counts[index] = count
+    except IndexError:
+        raise ValueError("histogram encoding truncated") from None
+    # Deltas are never negative, so the last index is the largest.
+    if index >= BUCKET_COUNT:
+        raise ValueError(f"histogram bucket index {index} out of range")
+    return counts
+
+
+def _put_varint(out: list[int], value: int) -> None:
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+
+
+# --- Merging blobs ------------------------------------------------------------------------
 
 
 def merge_encoded(blobs: Iterable[bytes | bytearray | memoryview | None]) -> Histogram:
@@ -313,13 +387,6 @@ def _from_dense(dense: list[int], total: int) -> Histogram:
         # costs more than decoding a typical minute blob.
         hist._counts = dict(zip(compress(_INDEXES, dense), compress(dense, dense), strict=True))
     return hist
-
-
-def _put_varint(out: bytearray, value: int) -> None:
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
 
 
 def _accumulate(blob: bytes | bytearray | memoryview, dense: list[int]) -> int:

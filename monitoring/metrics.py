@@ -1,6 +1,7 @@
-"""Read metric buckets: time series, window summaries, baselines and top endpoints.
+"""Read metric buckets: series, summaries, baselines, top endpoints, counts, deprecations.
 
-This is the only way charts and alert rules see traffic; nothing here reads RequestLog.
+This is the only way charts, pages and alert rules see traffic. RequestLog is read only in
+bounded, indexed samples: the newest failures, and the sunset date of a deprecated endpoint.
 
 Windows and edges
     A bucket belongs to a window [start, end) when the bucket *starts* inside it; in effect
@@ -19,8 +20,10 @@ Windows and edges
     Unix epoch (so hours and days are UTC hours and days). The first point covers its whole
     step even when `start` falls inside it; the last point holds what is stored so far.
     Empty steps are zero points, so the x axis is continuous. choose_step() picks ~60–120
-    points; a series over many integrations that would merge more than MAX_SERIES_BUCKETS
-    buckets at that grain moves to the next coarser grain (fewer points) instead.
+    points (steps of 15 and 30 minutes read quarter-hour buckets, so a 24-hour series
+    merges 96 buckets per line); a series over many integrations that would merge more
+    than MAX_SERIES_BUCKETS buckets at that grain moves to the next coarser grain (fewer
+    points) instead.
 
 Figures
     errors = total - ok (4xx, 5xx and transport failures); error_rate = errors / total.
@@ -33,17 +36,31 @@ Figures
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import Max, Q, Sum
 from django.utils import timezone
 
 from monitoring.histogram import percentiles_encoded
-from monitoring.models import Grain, Integration, MetricBucket, Source
-from monitoring.rollup import ALL_ENDPOINTS, COUNTERS, GRAIN_SECONDS
+from monitoring.models import (
+    ALL_ENDPOINTS,
+    COUNTERS,
+    GRAIN_SECONDS,
+    GRAINS,
+    Grain,
+    Integration,
+    MetricBucket,
+    Outcome,
+    RequestLog,
+    Source,
+    retain_days,
+    split_endpoint,
+)
 
 QUANTILES = (50, 95, 99)
 MAX_POINTS = 120
@@ -51,13 +68,16 @@ MAX_POINTS = 120
 
 # Steps a series may use; each is at most twice the one before it, so the finest step with
 # <= 120 points always gives more than 60 (for spans of an hour or more).
+# Steps of 15 and 30 minutes read quarter-hour buckets: a 24-hour chart then merges 96
+# buckets per line, not 1,440 minutes (20 minutes is left out, it is no multiple of 15).
 STEPS: list[tuple[str, int]] = (
-    [(Grain.MINUTE, m * 60) for m in (1, 2, 3, 5, 10, 15, 20, 30)]
+    [(Grain.MINUTE, m * 60) for m in (1, 2, 3, 5, 10)]
+    + [(Grain.QUARTER, m * 60) for m in (15, 30)]
     + [(Grain.HOUR, h * 3600) for h in (1, 2, 3, 4, 6, 8, 12)]
     + [(Grain.DAY, d * 86400) for d in (1, 2, 3, 5, 7, 14, 28, 56)]
 )
-_GRAIN_RANK = {Grain.MINUTE: 0, Grain.HOUR: 1, Grain.DAY: 2}
-_COARSER = {Grain.MINUTE: Grain.HOUR, Grain.HOUR: Grain.DAY}
+_GRAIN_RANK = {Grain.MINUTE: 0, Grain.QUARTER: 1, Grain.HOUR: 2, Grain.DAY: 3}
+_COARSER = {Grain.MINUTE: Grain.QUARTER, Grain.QUARTER: Grain.HOUR, Grain.HOUR: Grain.DAY}
 MAX_SERIES_BUCKETS = 5_000
 """A series that could merge more buckets than this (many integrations at a fine grain) moves
 to the next coarser grain, with fewer points; one integration always stays below it."""
@@ -165,11 +185,10 @@ def choose_grain(start: datetime, end: datetime, *, now: datetime | None = None)
 
 
 def _finest_kept(when: datetime, now: datetime) -> str:
-    keep = settings.UPSTREAM
-    if when >= now - timedelta(days=keep["RETAIN_MINUTE_DAYS"]):
-        return Grain.MINUTE
-    if when >= now - timedelta(days=keep["RETAIN_HOUR_DAYS"]):
-        return Grain.HOUR
+    for grain in GRAINS:
+        keep = retain_days(grain)
+        if keep is None or when >= now - timedelta(days=keep):
+            return grain
     return Grain.DAY
 
 
@@ -338,6 +357,251 @@ def top_endpoints(
     return stats[:limit]
 
 
+# --- Counter series ------------------------------------------------------------------------
+# Charts that draw counts (sparklines, 401/403 lines, probe runs, verdicts) need no
+# percentiles, and on the overview (one sparkline per integration) merging histograms was
+# most of the page's time. These read the same "" (all endpoints) rows, summed per step in
+# SQL: one query, bounded by integrations × buckets in the window.
+
+COUNT_FIELDS = ("total", "ok", "client_errors", "server_errors", "s401", "s403", "s429")
+
+
+@dataclass(slots=True)
+class Count:
+    """One step of a counter series: the counter fields of Point, nothing else.
+
+    (Point has thirty fields; thousands of them cost more than the query.)
+    """
+
+    start: datetime
+    total: int = 0
+    ok: int = 0
+    client_errors: int = 0
+    server_errors: int = 0
+    s401: int = 0
+    s403: int = 0
+    s429: int = 0
+
+
+def counts_by_integration(
+    integration_ids: Sequence[int],
+    start: datetime,
+    end: datetime,
+    *,
+    source: str,
+    grain: str,
+    step: timedelta,
+) -> dict[int, Series]:
+    """Per integration, a Series of Count points, one per step (steps aligned like series)."""
+    step_s = int(step.total_seconds())
+    first = int(start.timestamp()) // step_s * step_s
+    last = -(-int(end.timestamp()) // step_s) * step_s
+    starts = range(first, last, step_s)
+    found: dict[tuple[int, int], tuple] = {}
+    if integration_ids:
+        sums = ", ".join(f"SUM({f})" for f in COUNT_FIELDS)
+        sql = (
+            f"SELECT integration_id, {_step_sql(step_s)} AS slot, {sums} "  # noqa: S608
+            f"FROM {_TABLE} WHERE {_ids_sql(integration_ids)} AND grain = %s "
+            "AND start >= %s AND start < %s AND source = %s AND endpoint = %s "
+            "GROUP BY integration_id, slot"
+        )
+        params = [*integration_ids, grain, _adapt(first), _adapt_at(end), source, ALL_ENDPOINTS]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            for iid, slot, *values in cursor.fetchall():
+                found[(iid, int(slot))] = values
+    stamps = [datetime.fromtimestamp(t, UTC) for t in starts]
+    out = {}
+    for iid in integration_ids:
+        points = []
+        for t, when in zip(starts, stamps, strict=True):
+            values = found.get((iid, t))
+            points.append(Count(when, *values) if values else Count(when))
+        out[iid] = Series(grain, step, points)
+    return out
+
+
+def window_totals(
+    integration_ids: Sequence[int], start: datetime, end: datetime, *, source: str
+) -> dict[int, tuple[int, float]]:
+    """(calls, error rate) per integration from the minute buckets starting in [start, end)."""
+    out = dict.fromkeys(integration_ids, (0, 0.0))
+    if not integration_ids:
+        return out
+    sql = (
+        f"SELECT integration_id, SUM(total), SUM(ok) FROM {_TABLE} "  # noqa: S608
+        f"WHERE {_ids_sql(integration_ids)} AND grain = %s "
+        "AND start >= %s AND start < %s AND source = %s AND endpoint = %s "
+        "GROUP BY integration_id"
+    )
+    params = [*integration_ids, Grain.MINUTE, _adapt_at(start), _adapt_at(end)]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, source, ALL_ENDPOINTS])
+        for iid, total, ok in cursor.fetchall():
+            out[iid] = (total, (total - ok) / total if total else 0.0)
+    return out
+
+
+# --- Samples of raw rows --------------------------------------------------------------------
+
+
+@dataclass
+class ErrorGroup:
+    """Failures in a window sharing a parsed error code (or a status / outcome without one)."""
+
+    code: str
+    count: int = 0
+    last_seen: datetime | None = None
+    message: str = ""
+    statuses: Counter = field(default_factory=Counter)
+    endpoints: Counter = field(default_factory=Counter)
+    filter_code: str = ""  # the parsed code itself ("" when grouped by status or outcome)
+
+    # Templates look a Counter's attributes up as keys, so they get plain lists.
+    @property
+    def status_list(self) -> list[str]:
+        return [str(s) for s, _ in self.statuses.most_common()]
+
+    @property
+    def endpoint_list(self) -> list[str]:
+        return [e for e, _ in self.endpoints.most_common(2)]
+
+
+def recent_errors(
+    integration_id: int, start: datetime, end: datetime, *, scan: int = 500, groups: int = 10
+) -> list[ErrorGroup]:
+    """The newest `scan` failures in the window, grouped by parsed error code, most first."""
+    rows = (
+        RequestLog.objects.filter(
+            integration_id=integration_id, created__gte=start, created__lt=end
+        )
+        # Same shape as the partial index reqlog_failures_time's condition.
+        .filter(~Q(outcome=Outcome.OK))
+        .order_by("-created")
+        .values_list(
+            "created", "error_code", "error_message", "status", "outcome", "method", "path"
+        )[:scan]
+    )
+    found: dict[str, ErrorGroup] = {}
+    outcome_labels = dict(Outcome.choices)
+    for created, code, message, status, outcome, method, path in rows:
+        key = code or (f"HTTP {status}" if status else outcome_labels.get(outcome, outcome))
+        group = found.get(key)
+        if group is None:
+            group = found[key] = ErrorGroup(code=key, last_seen=created, filter_code=code)
+        group.count += 1
+        if not group.message and message:
+            group.message = message
+        group.statuses[status or outcome_labels.get(outcome, outcome)] += 1
+        group.endpoints[f"{method} {path}"] += 1
+    ordered = sorted(found.values(), key=lambda g: (-g.count, g.code))
+    return ordered[:groups]
+
+
+@dataclass
+class Deprecation:
+    """An endpoint answered with Deprecation/Sunset headers, and what its latest answer said."""
+
+    endpoint: str
+    responses: int
+    last_seen: datetime
+    sunset_at: datetime | None = None
+    deprecation_at: datetime | None = None
+    link: str = ""
+
+
+def deprecations(
+    integration_id: int, since: datetime, *, endpoint: str | None = None, limit: int = 5
+) -> list[Deprecation]:
+    """Endpoints of one integration answered as deprecated since `since`, soonest sunset first.
+
+    From hour buckets (so the hour holding `since` counts in full); each endpoint's sunset
+    date and link come from its newest such raw row inside its latest such hour: one bounded,
+    indexed read per endpoint. `endpoint` narrows it to that one ("METHOD /path").
+    """
+    found = MetricBucket.objects.filter(
+        integration_id=integration_id,
+        grain=Grain.HOUR,
+        start__gte=since - timedelta(hours=1),
+        deprecated__gt=0,
+    )
+    if endpoint is None:
+        found = found.exclude(endpoint=ALL_ENDPOINTS)
+    else:
+        found = found.filter(endpoint=endpoint)
+    found = (
+        found.values("endpoint")
+        .annotate(n=Sum("deprecated"), last=Max("start"))
+        .order_by("-last")[:limit]
+    )
+    out = []
+    for row in found:
+        method, path = split_endpoint(row["endpoint"])
+        hour = row["last"]
+        raw = (
+            RequestLog.objects.filter(
+                integration_id=integration_id,
+                created__gte=hour,
+                created__lt=hour + timedelta(hours=1),
+                method=method,
+                path=path,
+            )
+            .filter(Q(deprecated=True) | Q(sunset_at__isnull=False))
+            .order_by("-created")
+            .values("sunset_at", "deprecation_at", "deprecation_link", "created")
+            .first()
+        ) or {}
+        out.append(
+            Deprecation(
+                endpoint=row["endpoint"],
+                responses=row["n"],
+                last_seen=raw.get("created") or hour,
+                sunset_at=raw.get("sunset_at"),
+                deprecation_at=raw.get("deprecation_at"),
+                link=raw.get("deprecation_link", ""),
+            )
+        )
+    # Soonest sunset first: that is the deadline to act on.
+    far = datetime.max.replace(tzinfo=UTC)
+    return sorted(out, key=lambda d: (d.sunset_at or far, d.endpoint))
+
+
+@dataclass(frozen=True)
+class AnnouncedVersion:
+    """One API version the provider's responses announced, as seen in the newest rows."""
+
+    version: str
+    responses: int
+    last_seen: datetime
+
+
+VERSION_SAMPLE = 500
+
+
+def announced_versions(
+    integration_id: int, since: datetime, *, sample: int = VERSION_SAMPLE
+) -> list[AnnouncedVersion]:
+    """API versions announced by one integration's responses since `since`, newest first.
+
+    Buckets do not keep the version, so this reads the newest `sample` raw rows that carry
+    one (the integration-time index, walked backwards): the cost is bounded by `sample`,
+    not by traffic, and the newest rows are the ones that say what the provider runs now.
+    """
+    rows = (
+        RequestLog.objects.filter(integration_id=integration_id, created__gte=since)
+        .exclude(api_version="")
+        .order_by("-created")
+        .values_list("api_version", "created")[:sample]
+    )
+    seen: dict[str, list] = {}
+    for version, created in rows:
+        entry = seen.setdefault(version, [0, created])
+        entry[0] += 1
+    found = [AnnouncedVersion(v, n, last) for v, (n, last) in seen.items()]
+    return sorted(found, key=lambda a: a.last_seen, reverse=True)
+
+
 # --- Window cover --------------------------------------------------------------------------
 
 Piece = tuple[str, int, int]  # grain, first bucket start, end (epoch seconds)
@@ -487,7 +751,7 @@ def _filters(
     """WHERE conditions (and their parameters) besides grain and time."""
     base, params = [], []
     if integration_ids is not None:
-        base.append(f"integration_id IN ({', '.join(['%s'] * len(integration_ids))})")
+        base.append(_ids_sql(integration_ids))
         params += list(integration_ids)
     if endpoint is _ANY_ENDPOINT:
         base.append("endpoint <> %s")
@@ -515,7 +779,15 @@ def _add(acc: list, sums: Sequence) -> None:
 
 
 def _adapt(epoch_s: int):
-    return connection.ops.adapt_datetimefield_value(datetime.fromtimestamp(epoch_s, UTC))
+    return _adapt_at(datetime.fromtimestamp(epoch_s, UTC))
+
+
+def _adapt_at(when: datetime):
+    return connection.ops.adapt_datetimefield_value(when)
+
+
+def _ids_sql(integration_ids: Sequence[int]) -> str:
+    return f"integration_id IN ({', '.join(['%s'] * len(integration_ids))})"
 
 
 def _step_sql(step_s: int) -> str:

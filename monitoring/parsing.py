@@ -6,7 +6,7 @@ import json
 import math
 import re
 import ssl
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -610,13 +610,23 @@ def classify_exception(exc: BaseException) -> str:
     return OTHER_ERROR
 
 
+def tls_cause(exc: BaseException) -> ssl.SSLError | None:
+    """The ``ssl.SSLError`` behind a failure, for the detail it carries; None if there is none."""
+    return next((link for link in _chain(exc) if isinstance(link, ssl.SSLError)), None)
+
+
 def _is_tls_failure(exc: BaseException) -> bool:
+    return any(
+        isinstance(link, ssl.SSLError) or _TLS_WORDS.search(str(link)[:1000])
+        for link in _chain(exc)
+    )
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
     # httpx wraps httpcore's error, which wraps the ssl.SSLError: walk the whole chain.
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen and len(seen) < 20:
         seen.add(id(current))
-        if isinstance(current, ssl.SSLError) or _TLS_WORDS.search(str(current)[:1000]):
-            return True
+        yield current
         current = current.__cause__ or current.__context__
-    return False

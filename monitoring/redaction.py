@@ -266,6 +266,16 @@ class Redactor:
         return self.text(text)[:cap]
 
 
+_DEFAULT = Redactor()
+
+
+def is_secret_name(name: str) -> bool:
+    """The one secret-name rule: whether a header, query, JSON, form or model field name
+    holds a secret under the default denylist (audit masking, probe header checks and every
+    ``Redactor`` use it; an integration's extra names come on top, in its ``Redactor``)."""
+    return _DEFAULT.is_secret_name(name)
+
+
 def _pem_spans(s: str) -> Iterator[tuple[int, int]]:
     pos = 0
     while match := _PEM_BEGIN.search(s, pos):

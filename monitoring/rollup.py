@@ -1,8 +1,7 @@
-"""Roll raw request rows into minute/hour/day metric buckets, inside the writer's transaction."""
+"""Roll raw request rows into metric buckets of every grain, in the writer's transaction."""
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 import operator
@@ -17,46 +16,25 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from monitoring.histogram import ENCODING_VERSION, bucket_index
-from monitoring.models import Grain, MetricBucket, Outcome, RequestLog
-
-# Counter columns of MetricBucket, in the order every accumulator list below uses.
-COUNTERS = (
-    "total",
-    "ok",
-    "client_errors",
-    "server_errors",
-    "timeouts",
-    "connect_errors",
-    "tls_errors",
-    "other_errors",
-    "s2xx",
-    "s3xx",
-    "s4xx",
-    "s5xx",
-    "s401",
-    "s403",
-    "s429",
-    "retries",
-    "deprecated",
+from monitoring.histogram import bucket_index, decode_counts, encode_counts
+from monitoring.models import (
+    ALL_ENDPOINTS,
+    COUNTERS,
+    GRAIN_SECONDS,
+    GRAINS,
+    KEY_COLUMNS,
+    VALUE_COLUMNS,
+    Grain,
+    MetricBucket,
+    Outcome,
+    RequestLog,
+    endpoint_of,
+    retain_days,
 )
-# Accumulator layout: the counters, then these.
+
+# Accumulator layout: the counters (in COUNTERS' order), then these.
 _N = len(COUNTERS)
 _SUM, _MIN, _MAX, _RL_REM, _RL_LIM, _HIST = range(_N, _N + 6)
-
-ALL_ENDPOINTS = ""
-"""Endpoint of the per-integration total row kept beside the per-endpoint rows.
-
-Every (integration, grain, start, source) has one extra bucket with endpoint "" holding the
-merge of all its endpoints, so an integration-wide chart reads one row per period instead of
-one per endpoint. A real endpoint is "METHOD /path" and never empty. Anything that sums
-buckets itself must pick either "" or the real endpoints, never both (monitoring.metrics
-does this for you).
-"""
-
-GRAINS = (Grain.MINUTE, Grain.HOUR, Grain.DAY)
-GRAIN_SECONDS = {Grain.MINUTE: 60, Grain.HOUR: 3600, Grain.DAY: 86400}
-ENDPOINT_MAX = MetricBucket._meta.get_field("endpoint").max_length
 
 _OUTCOME_SLOT = {
     Outcome.OK: COUNTERS.index("ok"),
@@ -79,15 +57,9 @@ Key = tuple[int, str, int, str, str]
 
 
 def truncate(when: datetime, grain: str) -> datetime:
-    """Return the UTC start of the minute, hour or day holding `when` (naive counts as UTC)."""
+    """Return the UTC start of the grain's period holding `when` (naive counts as UTC)."""
     seconds = GRAIN_SECONDS[grain]
     return datetime.fromtimestamp(_epoch(when) // seconds * seconds, UTC)
-
-
-@functools.lru_cache(maxsize=4096)  # few distinct templates; this runs once per raw row
-def endpoint_of(method: str, path: str) -> str:
-    """The bucket endpoint for a method and path template: "GET /v1/users/{id}"."""
-    return f"{method.upper()} {path}"[:ENDPOINT_MAX]
 
 
 # What the rollup reads of a raw row, in Batch.add's order after the endpoint (Batch.add_many
@@ -371,16 +343,6 @@ def apply_dicts(rows: Sequence[Mapping]) -> None:
 # query parameters.
 
 _TABLE = MetricBucket._meta.db_table
-KEY_COLUMNS = ("integration_id", "grain", "start", "source", "endpoint")
-VALUE_COLUMNS = (
-    *COUNTERS,
-    "latency_sum",
-    "latency_min",
-    "latency_max",
-    "ratelimit_remaining_min",
-    "ratelimit_limit",
-    "histogram",
-)
 # Keys per statement: 5 parameters each keeps well inside every backend's parameter limit.
 _CHUNK = 500
 
@@ -539,57 +501,10 @@ def _to_epoch(value: datetime | str) -> int:
 
 
 # --- Histogram blobs -----------------------------------------------------------------------
-# Every batch rewrites the hour and day histograms it touches, and those fill hundreds of
-# buckets, so the writer reads and writes blobs itself: the exact format of
-# monitoring.histogram (a version byte, then varint (index delta, count) pairs) in tight
-# loops several times faster than Histogram.decode/encode. Accumulators hold the sparse
-# {bucket index: count} dicts. test_rollup.py holds both byte-identical to Histogram's.
-
-
-def encode_counts(counts: dict[int, int]) -> bytes:
-    """Encode {bucket index: count} exactly as Histogram.encode() would."""
-    out = [ENCODING_VERSION]
-    previous = -1
-    for index in sorted(counts):
-        delta, count = index - previous, counts[index]
-        previous = index
-        if delta < 0x80:
-            out.append(delta)
-        else:
-            _put_varint(out, delta)
-        if count < 0x80:
-            out.append(count)
-        else:
-            _put_varint(out, count)
-    return bytes(out)
-
-
-def parse_counts(blob: bytes | memoryview | None) -> dict[int, int]:
-    """Read a blob written by encode_counts() or Histogram.encode() into {index: count}."""
-    counts: dict[int, int] = {}
-    if not blob:
-        return counts
-    if type(blob) is not bytes:
-        blob = bytes(blob)  # PostgreSQL returns memoryview
-    if blob[0] != ENCODING_VERSION:
-        raise ValueError(f"unknown histogram encoding version {blob[0]}")
-    index, pos, end = -1, 1, len(blob)
-    while pos < end:
-        value = blob[pos]
-        pos += 1
-        if value & 0x80:
-            value, pos = _get_varint(blob, pos, value)
-        index += value
-        count = blob[pos]
-        pos += 1
-        if count & 0x80:
-            count, pos = _get_varint(blob, pos, count)
-        counts[index] = count
-    return counts
-
-
-# The hour and day blobs this process wrote last, with their counts: the next batch finds the
-# very same bytes in the table and skips parsing them. Keyed by the bytes themselves, so a
+# Accumulators hold sparse {bucket index: count} dicts, which monitoring.histogram's
+# encode_counts/decode_counts turn into blobs and back. The hour and day blobs this process
+# wrote last are kept with their counts: the next batch finds the very same bytes in the
+# table and skips decoding them. Keyed by the bytes themselves, so a
 # blob changed by anyone else (another process, a rolled-back write, a rebuild) just misses.
 _parsed: dict[bytes, dict[int, int]] = {}
 _parsed_lock = threading.Lock()
@@ -611,25 +526,7 @@ def _recall(blob: bytes | memoryview | None) -> dict[int, int]:
             counts = _parsed.get(blob)
         if counts is not None:
             return dict(counts)  # a copy: the caller adds to it
-    return parse_counts(blob)
-
-
-def _put_varint(out: list[int], value: int) -> None:
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-
-
-def _get_varint(blob: bytes, pos: int, first: int) -> tuple[int, int]:
-    value, shift = first & 0x7F, 7
-    while True:
-        byte = blob[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
+    return decode_counts(blob)
 
 
 # --- Rebuilding from raw rows --------------------------------------------------------------
@@ -654,8 +551,8 @@ def rebuild(
     Idempotent: each day's buckets are deleted and rebuilt in one transaction. Whole days,
     because an hour or day bucket is only right when all of its rows are read. Refuses days
     whose raw rows may already be pruned (older than RETAIN_RAW_DAYS): rebuilding those would
-    replace complete buckets with partial ones. Minute buckets are not recreated for days
-    the minute retention has already dropped.
+    replace complete buckets with partial ones. Minute (and quarter-hour) buckets are not
+    recreated for days their retention has already dropped.
     """
     now = now or timezone.now()
     day = truncate(start, Grain.DAY)
@@ -669,11 +566,14 @@ def rebuild(
             f"raw rows before {raw_horizon:%Y-%m-%d %H:%M} UTC may be pruned, so days before "
             f"{first_ok:%Y-%m-%d} cannot be rebuilt exactly; start from {first_ok:%Y-%m-%d}"
         )
-    minute_horizon = now - timedelta(days=settings.UPSTREAM["RETAIN_MINUTE_DAYS"])
+    horizons = {}
+    for grain in GRAINS:
+        keep = retain_days(grain)
+        horizons[grain] = None if keep is None else now - timedelta(days=keep)
     days = raw_rows = touched = 0
     while day <= last:
         next_day = day + timedelta(days=1)
-        grains = GRAINS if next_day > minute_horizon else (Grain.HOUR, Grain.DAY)
+        grains = tuple(g for g in GRAINS if horizons[g] is None or next_day > horizons[g])
         rows, buckets = _rebuild_day(day, next_day, integration_ids, grains)
         days, raw_rows, touched = days + 1, raw_rows + rows, touched + buckets
         day = next_day

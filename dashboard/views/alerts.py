@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import parse_qs, urlsplit
+
 from django.db.models import Count, Q
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -13,11 +15,12 @@ from dashboard.access import role_required
 from dashboard.forms import RANGES, AcknowledgeForm, SilenceForm
 from dashboard.templatetags import upstream as units
 from dashboard.views import bad_input, is_partial, render_page
-from monitoring import alerts as alerting
 from monitoring import audit
-from monitoring.models import Alert, AlertRule, AlertState, RuleKind, Silence
+from monitoring.alerts import lifecycle as alerting
+from monitoring.alerts import notify, rules
+from monitoring.alerts.forms import AlertRuleForm
+from monitoring.models import Alert, AlertRule, AlertState, Silence
 from monitoring.roles import Action
-from monitoring.rule_forms import AlertRuleForm
 
 TABS = [
     (AlertState.FIRING, "Open"),
@@ -30,6 +33,36 @@ LIST_LIMIT = 100
 def _state_from(request) -> str:
     state = request.GET.get("state") or AlertState.FIRING
     return state if state in AlertState.values else ""
+
+
+def _tabs() -> list[tuple[str, str, int | None]]:
+    counts = dict(
+        Alert.objects.exclude(state=AlertState.RESOLVED)
+        .values_list("state")
+        .annotate(n=Count("id"))
+        .values_list("state", "n")
+    )
+    return [(value, label, counts.get(value)) for value, label in TABS]
+
+
+def _silence_for(alert: Alert, silences: list[Silence]) -> Silence | None:
+    """The active silence muting this alert, if any (the card shows it and can end it)."""
+    for s in silences:
+        if s.integration_id in (None, alert.integration_id) and s.rule_kind in (
+            "",
+            alert.rule.kind,
+        ):
+            return s
+    return None
+
+
+def _active_silences() -> list[Silence]:
+    now = timezone.now()
+    return list(
+        Silence.objects.filter(starts_at__lte=now, ends_at__gt=now)
+        .select_related("integration", "author")
+        .order_by("ends_at")[:50]
+    )
 
 
 @require_GET
@@ -45,23 +78,21 @@ def alert_list(request):
         .select_related("rule", "integration", "acknowledged_by")
         .order_by(order, "-id")[:LIST_LIMIT]
     )
-    counts = dict(
-        Alert.objects.exclude(state=AlertState.RESOLVED)
-        .values_list("state")
-        .annotate(n=Count("id"))
-        .values_list("state", "n")
-    )
     now = timezone.now()
     silences = list(
         Silence.objects.filter(ends_at__gt=now)
         .select_related("integration", "author")
         .order_by("ends_at")[:50]
     )
+    active = [s for s in silences if s.starts_at <= now]
+    for alert in alerts:
+        alert.active_silence = _silence_for(alert, active) if alert.is_open else None
     context = {
         "alerts": alerts,
         "state": state,
-        "tabs": [(value, label, counts.get(value)) for value, label in TABS],
+        "tabs": _tabs(),
         "silences": silences,
+        "unheard": notify.unheard_alerts(limit=50) if state == AlertState.FIRING else [],
         "limit": LIST_LIMIT,
         "nav": "alerts",
     }
@@ -81,24 +112,58 @@ def alert_detail(request, pk: int):
     figures = alert.figures if isinstance(alert.figures, dict) else {}
     facts = figures.get("facts") or []
     endpoints = [e for e in figures.get("endpoints") or [] if isinstance(e, dict)]
+    alert.active_silence = _silence_for(alert, _active_silences()) if alert.is_open else None
+    notifications = list(alert.notifications.order_by("-created")[:50])
+    deliveries = list(alert.deliveries.select_related("channel").order_by("-created")[:50])
     context = {
         "alert": alert,
         "facts": [f for f in facts if isinstance(f, list | tuple) and len(f) == 2],
         "endpoints": endpoints,
-        "notifications": list(alert.notifications.order_by("-created")[:50]),
+        "notifications": notifications,
+        "deliveries": deliveries,
+        "plan": notify.plan(alert),
+        "inhibits": list(alert.inhibits.select_related("rule").order_by("first_seen")[:50]),
+        "nothing_sent": _why_nothing_sent(alert, notifications, deliveries),
         "chart_range": chart_range,
         "nav": "alerts",
     }
     return render_page(request, "dashboard/alert.html", context)
 
 
+def _why_nothing_sent(alert: Alert, notifications: list, deliveries: list) -> str:
+    """Why no message went out, in words, when none did."""
+    if any(n.status in ("sent", "pending") for n in notifications) or any(
+        d.status in ("sent", "pending") for d in deliveries
+    ):
+        return ""
+    held = [x.error for x in (*notifications, *deliveries) if x.error]
+    if held:
+        return f"Nothing was sent: {held[0]}."
+    if alert.inhibited_by_id:
+        outage = alert.inhibited_by_id
+        return f"Nothing was sent: this alert is part of the provider-down alert #{outage}."
+    return (
+        "Nothing was sent: nobody is routed for this alert — no rule recipients, channels, "
+        "notification preferences, integration owner or Admin with an e-mail address."
+    )
+
+
 def _after_action(
     request, alert: Alert, *, error: str = "", status: int = 200, silenced: str = ""
 ) -> HttpResponse:
-    """HTMX gets the alert's card back (with the error in it, if any); a form post, the page."""
+    """HTMX gets the alert's card back (with the error in it, if any) and, out of band, the
+    tab counts and the nav badge; a form post, the page."""
     alert.refresh_from_db()
     if is_partial(request):
-        context = {"alert": alert, "error": error, "oob": True, "silenced": silenced}
+        alert.active_silence = _silence_for(alert, _active_silences()) if alert.is_open else None
+        context = {
+            "alert": alert,
+            "error": error,
+            "oob": True,
+            "silenced": silenced,
+            "tabs": _tabs(),
+            "state": _current_tab(request),
+        }
         return render(request, "dashboard/_alert.html", context, status=status)
     if error:
         return render(
@@ -108,6 +173,13 @@ def _after_action(
             status=status,
         )
     return redirect("alert", pk=alert.pk)
+
+
+def _current_tab(request) -> str:
+    """The tab the page that sent this HTMX request shows (its URL's ?state=)."""
+    url = request.headers.get("HX-Current-URL", "")
+    state = (parse_qs(urlsplit(url).query).get("state") or [AlertState.FIRING])[0]
+    return state if state in AlertState.values else AlertState.FIRING
 
 
 @require_POST
@@ -158,6 +230,28 @@ def alert_silence(request, pk: int):
     return _after_action(request, alert, silenced=f"until {units.utc_short(silence.ends_at)}")
 
 
+@require_POST
+@role_required(Action.OPERATE)
+def silence_end(request, pk: int):
+    """End a silence early: from an alert's card (HTMX gets the card back) or the silences list."""
+    silence = get_object_or_404(Silence, pk=pk)
+    alert_pk = request.POST.get("alert", "")
+    alert = None
+    if alert_pk:
+        if not alert_pk.isdigit():
+            return bad_input(request, "The alert must be a number.")
+        alert = get_object_or_404(Alert.objects.select_related("rule", "integration"), pk=alert_pk)
+    try:
+        alerting.end_silence(silence, user=request.user, request=request)
+    except ValueError as exc:
+        if alert is not None:
+            return _after_action(request, alert, error=str(exc), status=400)
+        return bad_input(request, str(exc))
+    if alert is not None:
+        return _after_action(request, alert)
+    return redirect("alerts")
+
+
 @require_GET
 @role_required(Action.VIEW)
 def rule_list(request):
@@ -184,10 +278,9 @@ def rule_edit(request, pk: int | None = None):
         status = 400
     else:
         status = 200
-    kinds = dict(RuleKind.choices)
     params = [
-        (kinds.get(kind, kind), [(name, p.help, p.default) for name, p in spec.items()])
-        for kind, spec in alerting.PARAMS.items()
+        (kind.label(), [(name, p.help, p.default) for name, p in kind.params.items()])
+        for kind in rules.KINDS.values()
     ]
     context = {"form": form, "rule": rule, "params": params, "nav": "alerts"}
     return render(request, "dashboard/rule_form.html", context, status=status)

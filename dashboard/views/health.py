@@ -1,23 +1,24 @@
-"""The overview (a verdict card per integration) and one integration's charts and tables.
+"""The overview (attention first, the healthy rest compact and paged) and one integration.
 
-Both read only the metrics query API (monitoring.metrics) plus bounded, indexed queries:
-newest failures for "recent errors", hour buckets for deprecations, open alerts.
+Traffic, recent errors and deprecations come from monitoring.metrics; the views themselves
+query only probes and open alerts.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from urllib.parse import urlencode
 
-from django.db.models import Count, Max, Q, Sum
+from django import forms
+from django.db.models import Count
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils.html import json_script
 from django.views.decorators.http import require_GET
 from django.views.decorators.vary import vary_on_headers
 
-from dashboard import charts, counters, verdict
+from dashboard import charts, verdict
 from dashboard.access import role_required
 from dashboard.forms import RANGE_LABELS, RANGES, BadInput, RangeForm, clean_or_raise
 from dashboard.templatetags import upstream as units
@@ -26,12 +27,9 @@ from monitoring import metrics
 from monitoring.models import (
     Alert,
     AlertState,
-    Grain,
+    Environment,
     Integration,
-    MetricBucket,
-    Outcome,
     Probe,
-    RequestLog,
     RuleKind,
     Source,
 )
@@ -42,8 +40,22 @@ CALLS = Source.CLIENT
 RECENT_ERRORS_SCANNED = 500
 RECENT_ERROR_GROUPS = 10
 DEPRECATIONS_SHOWN = 5
+# Version drift: what the newest responses of the last day announced.
+DRIFT_WINDOW = dt.timedelta(days=1)
+DRIFT_SHOWN = 5
 OPEN_ALERTS_SHOWN = 20
 MARKER_ALERTS = 100
+PAGE_SIZE = 50
+"""Integrations per overview page: full cards for those needing attention, then compact rows."""
+# Verdicts that put an integration in the attention group (open alerts always do), worst first.
+ATTENTION = {
+    "provider_down": 1,
+    "provider_incident": 1,
+    "our_calls_failing": 2,
+    "calls_failing": 2,
+    "degraded": 3,
+}
+ENV_ORDER = {"production": 0, "staging": 1, "sandbox": 2}
 
 
 def _window(request):
@@ -94,10 +106,16 @@ def _card(integration, verdict_, summary, chart: dict, open_alerts: int, probes:
     )
 
 
-def _verdicts(ids: list[int], states: dict[int, list[str]], now: dt.datetime) -> dict:
+def _verdicts(
+    ids: list[int],
+    states: dict[int, list[str]],
+    now: dt.datetime,
+    incidents: dict[int, verdict.Incident] | None = None,
+) -> dict:
     start = now - verdict.WINDOW
-    calls = counters.window_totals(ids, start, now, source=CALLS)
-    runs = counters.window_totals(ids, start, now, source=Source.PROBE)
+    calls = metrics.window_totals(ids, start, now, source=CALLS)
+    runs = metrics.window_totals(ids, start, now, source=Source.PROBE)
+    incidents = incidents or {}
     return {
         iid: verdict.judge(
             calls=calls[iid][0],
@@ -105,19 +123,24 @@ def _verdicts(ids: list[int], states: dict[int, list[str]], now: dt.datetime) ->
             probe_runs=runs[iid][0],
             probe_error_rate=runs[iid][1],
             probe_states=states.get(iid, []),
+            incident=incidents.get(iid),
         )
         for iid in ids
     }
 
 
-def _probe_states(ids: list[int]) -> dict[int, list[str]]:
+def _probe_states(ids: list[int]) -> tuple[dict[int, list[str]], dict[int, verdict.Incident]]:
+    """Each integration's probe states, and an incident its status page reports (one query)."""
     states: dict[int, list[str]] = {}
+    incidents: dict[int, verdict.Incident] = {}
     rows = Probe.objects.filter(integration_id__in=ids, enabled=True).values_list(
-        "integration_id", "state"
+        "integration_id", "state", "incident_name", "incident_url"
     )
-    for iid, state in rows:
+    for iid, state, incident, link in rows:
         states.setdefault(iid, []).append(state)
-    return states
+        if incident and iid not in incidents:
+            incidents[iid] = verdict.Incident(incident, link)
+    return states, incidents
 
 
 def _auth_alerts(start: dt.datetime, end: dt.datetime, integration_id: int | None = None):
@@ -129,27 +152,76 @@ def _auth_alerts(start: dt.datetime, end: dt.datetime, integration_id: int | Non
     return list(qs.order_by("-first_seen").only("first_seen", "title")[:MARKER_ALERTS])
 
 
+class OverviewFilter(forms.Form):
+    """The overview's filters, kept in the URL next to the range."""
+
+    env = forms.ChoiceField(
+        choices=[("", "All environments"), *Environment.choices], required=False
+    )
+    q = forms.CharField(max_length=100, required=False, strip=True)
+    page = forms.IntegerField(min_value=1, max_value=100_000, required=False)
+
+
+@dataclass
+class Row:
+    """A healthy integration on the overview: one compact line, its figures in words."""
+
+    integration: Integration
+    link: str
+    verdict: verdict.Verdict
+    stats: list[tuple[str, str]]
+    spark: str  # a small sparkline's json_script element
+
+
+def _attention(verdict_: verdict.Verdict, open_alerts: int) -> int | None:
+    """Rank of an integration that needs a look (lower first), None when it is fine."""
+    if open_alerts:
+        return 0
+    return ATTENTION.get(verdict_.key)
+
+
+def _row(integration, verdict_, summary, chart: dict) -> Row:
+    return Row(
+        integration=integration,
+        link=reverse("integration", args=[integration.pk]),
+        verdict=verdict_,
+        stats=[
+            ("Requests", units.count(summary.total)),
+            ("Errors", units.pct(summary.error_rate)),
+            ("p95", units.ms(summary.p95)),
+        ],
+        spark=json_script(chart, f"data-spark-{integration.pk}"),
+    )
+
+
 @require_GET
 @role_required(Action.VIEW)
 @vary_on_headers("HX-Request")
 def overview(request):
     try:
         window = _window(request)
+        filters = clean_or_raise(OverviewFilter(request.GET))
     except BadInput as exc:
         return bad_input(request, str(exc))
     start, end = window.start, window.end
-    integrations = list(Integration.objects.filter(active=True).order_by("name", "environment"))
+    active = Integration.objects.filter(active=True)
+    installed = active.exists() if filters["env"] or filters["q"] else None
+    if filters["env"]:
+        active = active.filter(environment=filters["env"])
+    if filters["q"]:
+        active = active.filter(name__icontains=filters["q"])
+    integrations = list(active.order_by("name", "environment"))
     ids = [i.pk for i in integrations]
     cards: list[Card] = []
+    rows: list[Row] = []
     auth_chart = None
+    page = pages = 1
+    attention_total = 0
     if ids:
-        summaries = metrics.summary_by_integration(ids, start, end, source=CALLS, now=end)
-        grain, step = charts.spark_step(start, end)
-        lines = counters.series_by_integration(
-            ids, start, end, source=CALLS, grain=grain, step=step
-        )
-        states = _probe_states(ids)
-        verdicts = _verdicts(ids, states, end)
+        # Verdicts, probes and alerts for every integration (a few grouped queries), so the
+        # ones that need attention sort first; traffic figures only for the page shown.
+        states, incidents = _probe_states(ids)
+        verdicts = _verdicts(ids, states, end, incidents)
         open_counts = dict(
             Alert.objects.filter(integration_id__in=ids)
             .exclude(state=AlertState.RESOLVED)
@@ -157,131 +229,63 @@ def overview(request):
             .annotate(n=Count("id"))
             .values_list("integration_id", "n")
         )
-        for i in integrations:
-            cards.append(
-                _card(
-                    i,
-                    verdicts[i.pk],
-                    summaries[i.pk],
-                    charts.sparkline(lines[i.pk], end),
-                    open_counts.get(i.pk, 0),
-                    len(states.get(i.pk, [])),
+        ranked = []
+        for position, i in enumerate(integrations):
+            rank = _attention(verdicts[i.pk], open_counts.get(i.pk, 0))
+            if rank is not None:
+                attention_total += 1
+                ranked.append((0, rank, position, i))
+            else:
+                # The healthy rest is grouped by environment on the page.
+                ranked.append((1, ENV_ORDER.get(i.environment, 9), position, i))
+        ranked.sort(key=lambda r: r[:3])
+        pages = max(1, -(-len(ranked) // PAGE_SIZE))
+        page = min(filters["page"] or 1, pages)
+        shown = ranked[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+        page_ids = [r[3].pk for r in shown]
+        summaries = metrics.summary_by_integration(page_ids, start, end, source=CALLS, now=end)
+        grain, step = charts.spark_step(start, end)
+        lines = metrics.counts_by_integration(
+            page_ids, start, end, source=CALLS, grain=grain, step=step
+        )
+        for needs_look, _rank, _position, i in shown:
+            if needs_look == 0:
+                cards.append(
+                    _card(
+                        i,
+                        verdicts[i.pk],
+                        summaries[i.pk],
+                        charts.sparkline(lines[i.pk], end),
+                        open_counts.get(i.pk, 0),
+                        len(states.get(i.pk, [])),
+                    )
                 )
-            )
-        auth_chart = charts.auth_across(lines, integrations, _auth_alerts(start, end))
+            else:
+                rows.append(
+                    _row(i, verdicts[i.pk], summaries[i.pk], charts.sparkline(lines[i.pk], end))
+                )
+        shown_ids = [r[3] for r in shown]
+        auth_chart = charts.auth_across(lines, shown_ids, _auth_alerts(start, end))
+    query = {k: v for k, v in (("range", window.key), ("env", filters["env"])) if v}
+    if filters["q"]:
+        query["q"] = filters["q"]
     context = {
         "cards": cards,
+        "rows": rows,
         "auth_chart": auth_chart,
+        "filters": filters,
+        "environments": Environment.choices,
+        "attention_total": attention_total,
+        "integration_total": len(ids),
+        "installed": bool(ids) or installed,
+        "page": page,
+        "pages": pages,
+        "previous_url": f"?{urlencode({**query, 'page': page - 1})}" if page > 1 else "",
+        "next_url": f"?{urlencode({**query, 'page': page + 1})}" if page < pages else "",
         "nav": "overview",
         **_range_context(window),
     }
     return render_page(request, "dashboard/overview.html", context)
-
-
-@dataclass
-class ErrorGroup:
-    code: str
-    count: int = 0
-    last_seen: dt.datetime | None = None
-    message: str = ""
-    statuses: Counter = field(default_factory=Counter)
-    endpoints: Counter = field(default_factory=Counter)
-    filter_code: str = ""
-
-    # Templates look a Counter's attributes up as keys, so they get plain lists.
-    @property
-    def status_list(self) -> list[str]:
-        return [str(s) for s, _ in self.statuses.most_common()]
-
-    @property
-    def endpoint_list(self) -> list[str]:
-        return [e for e, _ in self.endpoints.most_common(2)]
-
-
-def recent_errors(integration_id: int, start: dt.datetime, end: dt.datetime) -> list[ErrorGroup]:
-    """The newest failures in the window, grouped by parsed error code (bounded scan)."""
-    rows = (
-        RequestLog.objects.filter(
-            integration_id=integration_id, created__gte=start, created__lt=end
-        )
-        # Same shape as the partial index reqlog_failures_time's condition.
-        .filter(~Q(outcome=Outcome.OK))
-        .order_by("-created")
-        .values_list(
-            "created", "error_code", "error_message", "status", "outcome", "method", "path"
-        )[:RECENT_ERRORS_SCANNED]
-    )
-    groups: dict[str, ErrorGroup] = {}
-    outcome_labels = dict(Outcome.choices)
-    for created, code, message, status, outcome, method, path in rows:
-        key = code or (f"HTTP {status}" if status else outcome_labels.get(outcome, outcome))
-        group = groups.get(key)
-        if group is None:
-            group = groups[key] = ErrorGroup(code=key, last_seen=created, filter_code=code)
-        group.count += 1
-        if not group.message and message:
-            group.message = message
-        group.statuses[status or outcome_labels.get(outcome, outcome)] += 1
-        group.endpoints[f"{method} {path}"] += 1
-    ordered = sorted(groups.values(), key=lambda g: (-g.count, g.code))
-    return ordered[:RECENT_ERROR_GROUPS]
-
-
-@dataclass
-class Deprecation:
-    endpoint: str
-    responses: int
-    last_seen: dt.datetime
-    sunset_at: dt.datetime | None = None
-    deprecation_at: dt.datetime | None = None
-    link: str = ""
-
-
-def deprecations(integration_id: int, start: dt.datetime) -> list[Deprecation]:
-    """Endpoints answered with Deprecation/Sunset headers, from hour buckets; the sunset date
-    comes from one raw row inside the endpoint's latest such hour (a bounded, indexed read)."""
-    found = (
-        MetricBucket.objects.filter(
-            integration_id=integration_id,
-            grain=Grain.HOUR,
-            start__gte=start - dt.timedelta(hours=1),
-            deprecated__gt=0,
-        )
-        .exclude(endpoint="")
-        .values("endpoint")
-        .annotate(n=Sum("deprecated"), last=Max("start"))
-        .order_by("-last")[:DEPRECATIONS_SHOWN]
-    )
-    out = []
-    for row in found:
-        method, _, path = row["endpoint"].partition(" ")
-        hour = row["last"]
-        raw = (
-            RequestLog.objects.filter(
-                integration_id=integration_id,
-                created__gte=hour,
-                created__lt=hour + dt.timedelta(hours=1),
-                method=method,
-                path=path,
-            )
-            .filter(Q(deprecated=True) | Q(sunset_at__isnull=False))
-            .order_by("-created")
-            .values("sunset_at", "deprecation_at", "deprecation_link", "created")
-            .first()
-        ) or {}
-        out.append(
-            Deprecation(
-                endpoint=row["endpoint"],
-                responses=row["n"],
-                last_seen=raw.get("created") or hour,
-                sunset_at=raw.get("sunset_at"),
-                deprecation_at=raw.get("deprecation_at"),
-                link=raw.get("deprecation_link", ""),
-            )
-        )
-    # Soonest sunset first: that is the deadline to act on.
-    far = dt.datetime.max.replace(tzinfo=dt.UTC)
-    return sorted(out, key=lambda d: (d.sunset_at or far, d.endpoint))
 
 
 SNIPPET = """from monitoring.client import MonitoredClient
@@ -299,6 +303,16 @@ def client_snippet(integration: Integration) -> str:
     )
 
 
+def _drift(integration: Integration, now: dt.datetime) -> dict | None:
+    """Versions the provider announced lately that differ from the expected one, or None."""
+    expected = (integration.expected_api_version or "").strip()
+    seen = metrics.announced_versions(integration.pk, now - DRIFT_WINDOW)
+    if not seen:
+        return None
+    other = [v for v in seen if v.version != expected] if expected else []
+    return {"expected": expected, "seen": seen[:DRIFT_SHOWN], "drifted": other[:DRIFT_SHOWN]}
+
+
 @require_GET
 @role_required(Action.VIEW)
 @vary_on_headers("HX-Request")
@@ -311,12 +325,16 @@ def integration_detail(request, pk: int):
     start, end, ids = window.start, window.end, [pk]
     grain, step = charts.step_for(start, end)
     calls = metrics.series(ids, start, end, source=CALLS, grain=grain, step=step, now=end)
-    probe_runs = counters.series_by_integration(
+    probe_runs = metrics.counts_by_integration(
         ids, start, end, source=Source.PROBE, grain=calls.grain, step=calls.step
     )[pk]
     totals = metrics.summary(ids, start, end, source=CALLS, now=end)
     probes = list(integration.probes.filter(enabled=True).order_by("name"))
     states = {pk: [p.state for p in probes]}
+    reported = next((p for p in probes if p.incident_name), None)
+    incidents = (
+        {pk: verdict.Incident(reported.incident_name, reported.incident_url)} if reported else {}
+    )
     open_alerts = list(
         Alert.objects.filter(integration=integration)
         .exclude(state=AlertState.RESOLVED)
@@ -326,7 +344,7 @@ def integration_detail(request, pk: int):
     has_calls = totals.total > 0
     context = {
         "integration": integration,
-        "verdict": _verdicts(ids, states, end)[pk],
+        "verdict": _verdicts(ids, states, end, incidents)[pk],
         "totals": totals,
         "headroom": (
             totals.ratelimit_remaining_min / totals.ratelimit_limit
@@ -346,9 +364,16 @@ def integration_detail(request, pk: int):
             if has_calls
             else []
         ),
-        "errors": recent_errors(pk, start, end) if has_calls else [],
+        "errors": (
+            metrics.recent_errors(
+                pk, start, end, scan=RECENT_ERRORS_SCANNED, groups=RECENT_ERROR_GROUPS
+            )
+            if has_calls
+            else []
+        ),
         "errors_scanned": RECENT_ERRORS_SCANNED,
-        "deprecations": deprecations(pk, start),
+        "deprecations": metrics.deprecations(pk, start, limit=DEPRECATIONS_SHOWN),
+        "drift": _drift(integration, end),
         "open_alerts": open_alerts,
         "probes": probes,
         "snippet": "" if has_calls else client_snippet(integration),

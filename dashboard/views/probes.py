@@ -11,8 +11,8 @@ from dashboard import charts
 from dashboard.access import role_required
 from dashboard.views import is_partial, render_page
 from monitoring import audit
-from monitoring import probes as probing
 from monitoring.models import Probe
+from monitoring.probes.schedule import run_now
 from monitoring.roles import Action
 
 HISTORY = 50
@@ -51,7 +51,7 @@ def probe_detail(request, pk: int):
 def probe_run(request, pk: int):
     probe = get_object_or_404(Probe.objects.select_related("integration"), pk=pk)
     # Synchronous on purpose: the person pressed the button to see the answer.
-    results, busy = probing.run_now([probe])
+    results, busy = run_now([probe])
     if results:
         audit.record("probe.run_now", request=request, target=probe)
     probe.refresh_from_db()

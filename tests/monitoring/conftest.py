@@ -10,8 +10,8 @@ import pytest
 import time_machine
 from django.db import connection
 
-from tests.monitoring.alertkit import T0, SmtpSink
-from tests.monitoring.probe_server import ProbeTarget
+from tests.monitoring.alerts.alertkit import T0, SmtpSink
+from tests.monitoring.probes.probe_server import ProbeTarget
 
 
 @pytest.fixture

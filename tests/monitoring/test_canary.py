@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from monitoring import client, recorder
+from monitoring import attempts, recorder
 from monitoring.client import MonitoredClient
 from monitoring.models import Integration, RequestLog
 from tests.monitoring.conftest import stored_bytes
@@ -76,7 +76,7 @@ def leaky_server() -> Iterator[str]:
 
 @pytest.fixture
 def recording(transactional_db, tmp_path):
-    client._REFS.clear()
+    attempts.clear_policies()
     recorder.configure(spool_dir=tmp_path / "spool", busy_timeout_ms=100)
     yield tmp_path / "spool"
     recorder.configure()  # back to the settings' limits, flushing first

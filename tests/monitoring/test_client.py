@@ -8,7 +8,8 @@ import socket
 import httpx
 import pytest
 
-from monitoring import audit, client, recorder
+from demo.sandbox import Sandbox, SandboxConfig
+from monitoring import attempts, audit, recorder
 from monitoring.client import (
     AsyncMonitoredClient,
     InsecureRequestRefused,
@@ -18,7 +19,6 @@ from monitoring.client import (
     next_page,
 )
 from monitoring.models import AuditLog, Integration, MetricBucket, RequestLog
-from monitoring.sandbox import Sandbox, SandboxConfig
 
 KEY = {"Authorization": "Bearer sk_test_client_tests"}
 FAST_RETRY = RetryPolicy(max_attempts=3, backoff=0.01, max_backoff=0.02, jitter=None)
@@ -27,7 +27,7 @@ FAST_RETRY = RetryPolicy(max_attempts=3, backoff=0.01, max_backoff=0.02, jitter=
 @pytest.fixture
 def recording(transactional_db, tmp_path):
     """The process recorder, spooling under tmp_path; everything flushed before teardown."""
-    client._REFS.clear()  # ids are reused once the test database is emptied
+    attempts.clear_policies()  # ids are reused once the test database is emptied
     recorder.configure(spool_dir=tmp_path / "spool", busy_timeout_ms=200)
     yield recorder
     recorder.flush(timeout=30)

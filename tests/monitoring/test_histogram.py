@@ -20,6 +20,8 @@ from monitoring.histogram import (
     bucket_bounds,
     bucket_index,
     bucket_value,
+    decode_counts,
+    encode_counts,
     merge_encoded,
     percentiles_encoded,
 )
@@ -42,6 +44,23 @@ def merged(*hists: Histogram) -> Histogram:
     for hist in hists:
         out += hist
     return out
+
+
+def reference_encoding(counts: dict[int, int]) -> bytes:
+    # The documented format written out plainly, one varint routine for every value.
+    def varint(value: int) -> bytes:
+        out = bytearray()
+        while value >= 0x80:
+            out.append((value & 0x7F) | 0x80)
+            value >>= 7
+        out.append(value)
+        return bytes(out)
+
+    blob, previous = bytes([1]), -1
+    for index in sorted(counts):
+        blob += varint(index - previous) + varint(counts[index])
+        previous = index
+    return blob
 
 
 # --- layout ---------------------------------------------------------------------------------
@@ -315,6 +334,63 @@ def test_decode_rejects_malformed_blobs(blob, message):
         Histogram.decode(blob)
     with pytest.raises(ValueError, match=message):
         merge_encoded([Histogram().encode(), blob])
+
+
+@given(
+    values=st.lists(st.floats(allow_nan=False), max_size=300),
+    repeat=st.integers(1, 70_000),
+)
+def test_the_writers_blob_codec_is_byte_identical_to_the_histogram_module(values, repeat):
+    hist = Histogram()
+    for v in values:
+        hist.add(v, repeat)  # counts past one varint byte too
+    counts = dict(hist.buckets())
+    assert encode_counts(counts) == hist.encode()
+    assert decode_counts(hist.encode()) == counts
+    assert decode_counts(b"") == {}
+    assert hist.encode() == reference_encoding(counts)
+
+
+def test_decode_counts_accepts_memoryview_none_and_a_bare_version_byte():
+    blob = Histogram.from_values([3.0, 300.0, 3000.0, 3000.0]).encode()
+    assert decode_counts(memoryview(blob)) == decode_counts(blob)
+    assert sum(decode_counts(bytearray(blob)).values()) == 4
+    assert decode_counts(None) == {} == decode_counts(EMPTY_ENCODING)
+
+
+@pytest.mark.parametrize(
+    ("blob", "message"),
+    [
+        (b"\x02", "version"),
+        (b"\x01\x05", "truncated"),
+        (b"\x01\x85", "truncated"),
+        (b"\x01\x05\x81", "truncated"),
+        (b"\x01\x80\x00\x01", "non-minimal"),
+        (b"\x01\x97\x06\x01", "out of range"),  # delta 791 from -1: index 790
+        (b"\x01\xbd\x05\x01\x64\x01", "out of range"),  # index 700, then 800
+        (b"\x01\x01" + b"\xff" * 10 + b"\x01", "oversized"),
+    ],
+)
+def test_decode_counts_rejects_malformed_blobs(blob, message):
+    with pytest.raises(ValueError, match=message):
+        decode_counts(blob)
+
+
+@given(st.binary(max_size=40))
+@example(b"\x05\x81\x01\x01\x82\x02")  # two-byte delta and count
+def test_decode_counts_agrees_with_decode_on_any_blob(blob):
+    blob = b"\x01" + blob
+    try:
+        counts = decode_counts(blob)
+    except ValueError:
+        with pytest.raises(ValueError):
+            Histogram.decode(blob)
+        return
+    try:
+        hist = Histogram.decode(blob)
+    except ValueError:
+        return  # a repeated bucket or a zero count, which only decode checks
+    assert counts == dict(hist.buckets())
 
 
 @given(latency_lists)

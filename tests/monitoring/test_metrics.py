@@ -1,4 +1,4 @@
-"""Tests for the metrics query API: series, summaries, baselines and top endpoints."""
+"""Tests for the metrics query API: series, summaries, top endpoints, counts and samples."""
 
 from __future__ import annotations
 
@@ -106,7 +106,9 @@ def in_window(rows, start, end):
     ("span", "grain", "step", "points"),
     [
         (timedelta(hours=1), "minute", timedelta(minutes=1), 60),
-        (timedelta(hours=24), "minute", timedelta(minutes=15), 96),
+        (timedelta(hours=6), "minute", timedelta(minutes=3), 120),
+        (timedelta(hours=24), "15m", timedelta(minutes=15), 96),
+        (timedelta(hours=48), "15m", timedelta(minutes=30), 96),
         (timedelta(days=7), "hour", timedelta(hours=2), 84),
         (timedelta(days=30), "hour", timedelta(hours=6), 120),
         (timedelta(days=365), "day", timedelta(days=5), 73),
@@ -128,7 +130,13 @@ def test_choose_step_keeps_charts_between_60_and_120_points(minutes):
 
 
 def test_choose_step_skips_grains_already_pruned_at_the_start():
+    # Minutes live 3 days, quarter-hours as long as raw rows (14), hours 400.
     start = NOW - timedelta(days=5)
+    assert metrics.choose_step(start, start + timedelta(hours=6), now=NOW) == (
+        "15m",
+        timedelta(minutes=15),
+    )
+    start = NOW - timedelta(days=20)
     assert metrics.choose_step(start, start + timedelta(hours=6), now=NOW) == (
         "hour",
         timedelta(hours=1),
@@ -230,12 +238,24 @@ def test_series_reads_a_fixed_number_of_queries(two, django_assert_num_queries):
 
 def test_series_of_many_integrations_moves_to_a_coarser_grain(two, settings):
     start = NOW - timedelta(days=1)
-    assert metrics.series([two[0].pk], start, NOW, now=NOW).grain == "minute"
+    assert metrics.series([two[0].pk], start, NOW, now=NOW).grain == "15m"
     many = list(range(1, 200))
     coarse = metrics.series(many, start, NOW, source="client", now=NOW)
     assert (coarse.grain, coarse.step) == ("hour", timedelta(hours=1))
     # An explicit grain is the caller's choice.
     assert metrics.series(many, start, NOW, grain="minute", now=NOW).grain == "minute"
+
+
+def test_a_day_series_reads_quarter_hours_and_equals_the_merge_of_its_minutes(two):
+    start = NOW - timedelta(days=1)
+    traffic(two, start, minutes=24 * 60, every_s=170)
+    quarters = metrics.series(None, start, NOW, now=NOW)
+    minutes = metrics.series(None, start, NOW, grain="minute", step=quarters.step, now=NOW)
+    assert (quarters.grain, quarters.step) == ("15m", timedelta(minutes=15))
+    assert len(quarters.points) == len(minutes.points) >= 96
+    assert sum(p.total for p in quarters.points) > 0
+    # Histograms merge exactly, so the percentiles match the minute merge to the bit.
+    assert quarters.points == minutes.points
 
 
 # --- Summary, edges and baselines ----------------------------------------------------------
@@ -370,3 +390,149 @@ def test_top_endpoints_ranks_by_volume_errors_and_p95(two):
     ]
     slow = metrics.top_endpoints(two[0].pk, start, NOW, by="p95", limit=1, now=NOW)
     assert slow[0].endpoint == "GET /slow" and slow[0].p95 == 3000
+
+
+# --- Counter series --------------------------------------------------------------------------
+
+
+def test_counts_by_integration_match_the_full_series_step_by_step(two):
+    start = NOW - timedelta(hours=2)
+    traffic(two, start, minutes=120)
+    step = timedelta(minutes=10)
+    lines = metrics.counts_by_integration(
+        [two[0].pk, two[1].pk], start, NOW, source="client", grain="minute", step=step
+    )
+    for integration in two:
+        full = metrics.series([integration.pk], start, NOW, source="client", step=step, now=NOW)
+        counted = lines[integration.pk]
+        assert (counted.grain, counted.step) == ("minute", step)
+        assert [p.start for p in counted.points] == [p.start for p in full.points]
+        for fields in metrics.COUNT_FIELDS:
+            assert [getattr(p, fields) for p in counted.points] == [
+                getattr(p, fields) for p in full.points
+            ]
+    assert sum(p.total for p in lines[two[0].pk].points) > 0
+
+
+def test_counts_by_integration_give_idle_integrations_zero_points_in_one_query(
+    two, django_assert_num_queries
+):
+    with django_assert_num_queries(1):
+        lines = metrics.counts_by_integration(
+            [two[0].pk, two[1].pk],
+            NOW - timedelta(hours=1),
+            NOW,
+            source="probe",
+            grain="minute",
+            step=timedelta(minutes=5),
+        )
+    assert [len(s.points) for s in lines.values()] == [13, 13]  # 13:35 … 14:35
+    assert not any(p.total for s in lines.values() for p in s.points)
+    assert (
+        metrics.counts_by_integration(
+            [],
+            NOW - timedelta(hours=1),
+            NOW,
+            source="probe",
+            grain="minute",
+            step=timedelta(minutes=5),
+        )
+        == {}
+    )
+
+
+def test_window_totals_count_calls_and_the_error_rate_per_integration(two):
+    at = NOW - timedelta(minutes=3)
+    record(
+        [log(two[0].pk, at) for _ in range(3)]
+        + [log(two[0].pk, at, status=503)]
+        + [log(two[0].pk, NOW - timedelta(minutes=30))]  # before the window
+        + [log(two[1].pk, at, source="probe")]
+    )
+    start = NOW - timedelta(minutes=10)
+    totals = metrics.window_totals([two[0].pk, two[1].pk], start, NOW, source="client")
+    assert totals == {two[0].pk: (4, 0.25), two[1].pk: (0, 0.0)}
+    assert metrics.window_totals([two[1].pk], start, NOW, source="probe") == {two[1].pk: (1, 0.0)}
+
+
+# --- Samples of raw rows -------------------------------------------------------------------
+
+
+def test_recent_errors_group_the_newest_failures_by_code(two):
+    at = NOW - timedelta(minutes=5)
+    rows = [log(two[0].pk, at + timedelta(seconds=i), status=401) for i in range(3)]
+    for row in rows:
+        row.error_code, row.error_message = "invalid_api_key", "Invalid API key."
+    rows += [log(two[0].pk, at, status=503, path="/v1/other") for _ in range(2)]
+    rows += [log(two[0].pk, at, status=None)]  # a timeout: grouped by its outcome
+    rows += [log(two[0].pk, at), log(two[1].pk, at, status=500)]  # an OK call, another's error
+    record(rows)
+    groups = metrics.recent_errors(two[0].pk, NOW - timedelta(hours=1), NOW)
+    assert [(g.code, g.count, g.filter_code) for g in groups] == [
+        ("invalid_api_key", 3, "invalid_api_key"),
+        ("HTTP 503", 2, ""),
+        ("Timeout", 1, ""),
+    ]
+    assert groups[0].message == "Invalid API key."
+    assert groups[0].last_seen == at + timedelta(seconds=2)
+    assert groups[0].status_list == ["401"] and groups[1].endpoint_list == ["GET /v1/other"]
+    assert len(metrics.recent_errors(two[0].pk, NOW - timedelta(hours=1), NOW, scan=2)) == 1
+    assert len(metrics.recent_errors(two[0].pk, NOW - timedelta(hours=1), NOW, groups=1)) == 1
+
+
+def _deprecated(integration_id: int, at: datetime, path: str, **fields) -> RequestLog:
+    row = log(integration_id, at, path=path, deprecated=True)
+    for name, value in fields.items():
+        setattr(row, name, value)
+    return row
+
+
+def test_deprecations_list_endpoints_soonest_sunset_first_with_their_latest_answer(two):
+    iid = two[0].pk
+    record(
+        [
+            _deprecated(
+                iid, NOW - timedelta(hours=3), "/v1/old", sunset_at=NOW + timedelta(days=9)
+            ),
+            # The latest deprecated hour of /v1/old: its sunset moved earlier.
+            _deprecated(
+                iid,
+                NOW - timedelta(minutes=20),
+                "/v1/old",
+                sunset_at=NOW + timedelta(days=5),
+                deprecation_link="https://docs.example.com/old",
+            ),
+            _deprecated(iid, NOW - timedelta(minutes=10), "/v1/older"),  # no sunset announced
+            _deprecated(iid, NOW - timedelta(days=3), "/v1/ancient"),  # before `since`
+            log(iid, NOW - timedelta(minutes=5), path="/v1/fine"),
+            _deprecated(two[1].pk, NOW - timedelta(minutes=5), "/v1/elsewhere"),
+        ]
+    )
+    found = metrics.deprecations(iid, NOW - timedelta(hours=24))
+    assert [(d.endpoint, d.responses) for d in found] == [("GET /v1/old", 2), ("GET /v1/older", 1)]
+    old = found[0]
+    assert old.sunset_at == NOW + timedelta(days=5)
+    assert old.link == "https://docs.example.com/old"
+    assert old.last_seen == NOW - timedelta(minutes=20)
+    assert found[1].sunset_at is None and found[1].link == ""
+    assert len(metrics.deprecations(iid, NOW - timedelta(hours=24), limit=1)) == 1
+
+
+def test_deprecations_of_one_endpoint_answer_the_alerts_sunset_lookup(two):
+    iid = two[0].pk
+    record(
+        [
+            _deprecated(
+                iid,
+                NOW - timedelta(minutes=15),
+                "/v1/old",
+                sunset_at=NOW + timedelta(days=30),
+                deprecation_at=NOW - timedelta(days=60),
+            ),
+            _deprecated(iid, NOW - timedelta(minutes=5), "/v1/other"),
+        ]
+    )
+    [only] = metrics.deprecations(iid, NOW - timedelta(minutes=60), endpoint="GET /v1/old")
+    assert (only.endpoint, only.sunset_at) == ("GET /v1/old", NOW + timedelta(days=30))
+    assert only.deprecation_at == NOW - timedelta(days=60)
+    assert metrics.deprecations(iid, NOW - timedelta(minutes=60), endpoint="GET /v1/none") == []

@@ -1,34 +1,31 @@
-"""The background recorder: batches, spill and exactly-once replay, losses, threads, forks, exit."""
+"""The background recorder: batches, spill and exactly-once replay, losses, threads, forks.
+
+How a recording process ends (exit, SIGTERM, kill -9) is in test_recorder_kill.py.
+"""
 
 from __future__ import annotations
 
 import fcntl
 import os
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Sum
 
-from monitoring import client as monitored_client
-from monitoring import recorder
+from monitoring import attempts, recorder, storage
 from monitoring.models import (
     Integration,
+    JobState,
     MetricBucket,
     RecorderLoss,
     RequestLog,
-    RollupState,
 )
-from monitoring.recorder import Recorder, RecorderConfig, attempt_row
-
-ROOT = Path(__file__).resolve().parents[2]
+from monitoring.recorder import Recorder, RecorderConfig
 
 
 @pytest.fixture
@@ -38,7 +35,7 @@ def spool(tmp_path):
 
 @pytest.fixture
 def integration(transactional_db):
-    monitored_client._REFS.clear()
+    attempts.clear_policies()
     return Integration.objects.create(name="Paybox", slug="paybox", environment="production")
 
 
@@ -58,13 +55,15 @@ def make_recorder(transactional_db, spool):
 
 
 def row(integration: Integration, n: int = 0, **extra) -> dict:
-    return attempt_row(
-        integration=integration,
-        method="GET",
-        url=f"https://api.paybox.test/v1/payments/{1000 + n}",
-        status=200,
-        latency_ms=12.5 + n,
-        **extra,
+    return attempts.to_row(
+        attempts.from_fields(
+            integration=integration,
+            method="GET",
+            url=f"https://api.paybox.test/v1/payments/{1000 + n}",
+            status=200,
+            latency_ms=12.5 + n,
+            **extra,
+        )
     )
 
 
@@ -92,40 +91,6 @@ def test_flush_writes_every_row_and_its_metric_buckets(make_recorder, integratio
     assert bucket.total == 30
 
 
-def test_record_attempt_builds_a_redacted_row_from_a_url_and_headers(integration):
-    built = attempt_row(
-        integration_id=integration.pk,
-        source="probe",
-        method="get",
-        url="https://bot:hunter2@api.paybox.test/v1/users/ada@example.com/keys?api_key=s3cr3t&x=1",
-        status=429,
-        latency_ms=80.0,
-        response_headers={
-            "Set-Cookie": "session=abc",
-            "Retry-After": "7",
-            "X-RateLimit-Limit": "100",
-            "X-RateLimit-Remaining": "0",
-        },
-        error_body=b'{"error": {"code": "rate_limited", "message": "Slow down", "token": "t0k3n"}}',
-        content_type="application/json",
-    )
-    assert (built["scheme"], built["host"]) == ("https", "api.paybox.test")
-    assert built["path"] == "/v1/users/{email}/keys"
-    assert built["query"] == "api_key=[redacted]&x=1"
-    assert (built["method"], built["source"], built["outcome"]) == ("GET", "probe", "client_error")
-    assert (built["retry_after_s"], built["ratelimit_remaining"]) == (7, 0)
-    assert (built["error_code"], built["error_message"]) == ("rate_limited", "Slow down")
-    assert "t0k3n" not in built["error_body"]
-    assert "hunter2" not in str(built)
-
-
-def test_record_attempt_refuses_unknown_fields_and_a_missing_integration():
-    with pytest.raises(TypeError, match="unknown fields: colour"):
-        attempt_row(integration_id=1, method="GET", host="h", path="/", latency_ms=1, colour=1)
-    with pytest.raises(TypeError, match="integration"):
-        attempt_row(method="GET", host="h", path="/", latency_ms=1)
-
-
 def test_rows_spill_while_the_database_is_locked_and_are_replayed_exactly_once(
     make_recorder, integration, locked_database, spool
 ):
@@ -143,8 +108,45 @@ def test_rows_spill_while_the_database_is_locked_and_are_replayed_exactly_once(
     assert sorted(logged.values_list("latency_ms", flat=True)) == [12.5 + n for n in range(-1, 200)]
     assert MetricBucket.objects.get(grain="day", endpoint="GET /v1/payments/{id}").total == 201
     assert list(spool.glob("*.jsonl")) == []
-    assert not RollupState.objects.filter(name__startswith="spool:").exists()
+    assert not JobState.objects.filter(name__startswith="spool:").exists()
     assert rec.stats()["lost"] == 0
+
+
+def test_a_batch_the_database_turned_away_goes_to_the_spool_at_once(
+    make_recorder, integration, locked_database, spool
+):
+    rec = make_recorder(queue_size=1000)
+    warm(rec, integration)
+    with locked_database:
+        for n in range(3):
+            rec.record(row(integration, n))
+        # Not kept in memory for the next try: a kill would take it.
+        wait_for(lambda: rec.stats()["spilled"] == 3 and rec.stats()["outage"])
+        assert rec.stats()["queued"] == 0 and list(spool.glob("*.jsonl"))
+    rec.flush(timeout=20)
+    assert not rec.stats()["outage"]
+    logged = RequestLog.objects.filter(integration=integration)
+    assert sorted(logged.values_list("latency_ms", flat=True)) == [11.5, 12.5, 13.5, 14.5]
+    assert list(spool.glob("*.jsonl")) == []
+
+
+def test_rows_reach_the_spool_while_the_writer_waits_out_a_lock(
+    make_recorder, integration, locked_database, spool
+):
+    rec = make_recorder(busy_timeout_ms=5000, spill_after_s=0.5)
+    warm(rec, integration)
+    with locked_database:
+        rec.record(row(integration, 0))
+        wait_for(lambda: rec.stats()["queued"] == 0)  # the writer has it, and waits on the lock
+        for n in range(1, 51):
+            rec.record(row(integration, n))
+        # Within about the spill age, not after the 5 s the writer waits.
+        wait_for(lambda: rec.stats()["spilled"] == 50, timeout=2.5)
+        assert rec.stats()["db_errors"] == 0  # the writer is still waiting
+    rec.flush(timeout=20)
+    logged = RequestLog.objects.filter(integration=integration)
+    assert sorted(logged.values_list("latency_ms", flat=True)) == [12.5 + n for n in range(-1, 51)]
+    assert list(spool.glob("*.jsonl")) == []
 
 
 def test_a_segment_committed_just_before_a_crash_is_not_replayed_twice(
@@ -157,14 +159,14 @@ def test_a_segment_committed_just_before_a_crash_is_not_replayed_twice(
     (segment,) = spool.glob("*.jsonl")
     # The replay transaction committed, then the process died before deleting the file.
     with transaction.atomic():
-        recorder.insert_rows([dict(r) for r in rows])
-        RollupState.objects.create(name=f"spool:{segment.stem}", value=5)
+        storage.insert_rows([dict(r) for r in rows])
+        JobState.objects.create(name=f"spool:{segment.stem}", value=5)
 
     rec.flush(timeout=10)
     assert RequestLog.objects.count() == 5
     assert MetricBucket.objects.get(grain="day", endpoint="GET /v1/payments/{id}").total == 5
     assert not segment.exists()
-    assert not RollupState.objects.filter(name__startswith="spool:").exists()
+    assert not JobState.objects.filter(name__startswith="spool:").exists()
 
 
 def test_a_segment_held_by_another_process_is_left_to_it(make_recorder, integration, spool):
@@ -229,7 +231,7 @@ def test_a_failing_rollup_keeps_the_raw_rows(make_recorder, integration, monkeyp
     def broken(rows):
         raise RuntimeError("bug in the rollup")
 
-    monkeypatch.setattr(recorder, "_apply_rows", broken)
+    monkeypatch.setattr(storage, "_apply_rows", broken)
     rec = make_recorder()
     rec.record(row(integration))
     rec.flush(timeout=10)
@@ -292,40 +294,6 @@ def _fields(integration: Integration, n: int) -> dict:
         "latency_ms": float(n),
         "created": datetime.now(UTC),
     }
-
-
-def _child_database_env() -> dict[str, str]:
-    """Environment that points a child process at this test's database."""
-    db = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return {"SQLITE_PATH": str(db["NAME"])}
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    port = f":{db['PORT']}" if db["PORT"] else ""
-    return {"DATABASE_URL": f"postgres://{auth}@{db['HOST'] or 'localhost'}{port}/{db['NAME']}"}
-
-
-def test_rows_still_queued_at_interpreter_exit_are_written(integration, spool):
-    script = (
-        "import django; django.setup()\n"
-        "from monitoring import recorder\n"
-        f"for n in range(50): recorder.record_attempt(integration_id={integration.pk}, "
-        "method='GET', host='h', path='/v1/exit', status=200, latency_ms=1.0)\n"
-    )
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "dashboard.settings",
-        **_child_database_env(),
-        "UPSTREAM_SPOOL_DIR": str(spool),
-        "UPSTREAM_RECORDER_FLUSH_INTERVAL_MS": "60000",  # only the exit flush can write them
-        "UPSTREAM_RECORDER_BATCH_SIZE": "1000",
-        "PYTHONPATH": str(ROOT),
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr.decode()
-    assert RequestLog.objects.filter(path="/v1/exit").count() == 50
-    assert list(spool.glob("*.jsonl")) == []
 
 
 def test_stats_report_the_queue_and_the_writer(make_recorder, integration):

@@ -10,10 +10,13 @@ import uuid
 
 import httpx
 import pytest
+from django.core.exceptions import ValidationError
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from monitoring.redaction import DEFAULT_DENYLIST, REDACTED, Redactor
+from monitoring import audit
+from monitoring.models import Probe
+from monitoring.redaction import DEFAULT_DENYLIST, REDACTED, Redactor, is_secret_name
 
 redactor = Redactor()
 
@@ -82,6 +85,25 @@ def test_per_integration_words_extend_the_denylist():
     assert custom.is_secret_name("x-partner-ref")
     assert not redactor.is_secret_name("X-Tenant-Pin")
     assert custom.is_secret_name("password")  # defaults still apply
+
+
+@pytest.mark.parametrize(
+    "name", ["passwd", "session_key", "X-Amz-Credential", "client-secret", "Api.Key", "pwd"]
+)
+def test_audit_masking_and_probe_headers_use_the_one_secret_name_rule(name):
+    # Names the audit log's and the probe form's own word lists used to let through.
+    assert is_secret_name(name)
+    assert audit._jsonable({name: "hunter2", "page": 2}) == {name: audit.MASK, "page": 2}
+    probe = Probe(name="p", url="https://api.example.com/", headers={name: "hunter2"})
+    with pytest.raises(ValidationError, match="environment variable"):
+        probe.clean()
+    Probe(name="p", url="https://api.example.com/", headers={name: "${SECRET}"}).clean()
+
+
+@pytest.mark.parametrize("name", ["content-type", "page", "account", "x-request-id"])
+def test_the_one_secret_name_rule_leaves_ordinary_names_alone(name):
+    assert not is_secret_name(name)
+    assert audit._jsonable({name: "v"}) == {name: "v"}
 
 
 def test_blank_extra_words_do_not_make_every_name_secret():

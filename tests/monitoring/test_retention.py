@@ -40,7 +40,9 @@ def test_each_kind_of_row_expires_exactly_at_its_retention_boundary(integration)
     MetricBucket.objects.all().delete()
     minute_cut = NOW - timedelta(days=3)
     hour_cut = NOW - timedelta(days=400)
-    for grain, cut in ((Grain.MINUTE, minute_cut), (Grain.HOUR, hour_cut)):
+    quarter_cut = NOW - timedelta(days=14)  # as long as raw rows
+    cuts = ((Grain.MINUTE, minute_cut), (Grain.QUARTER, quarter_cut), (Grain.HOUR, hour_cut))
+    for grain, cut in cuts:
         bucket(integration, grain, cut - timedelta(minutes=1))
         bucket(integration, grain, cut)
     bucket(integration, Grain.DAY, NOW - timedelta(days=4000))
@@ -55,12 +57,14 @@ def test_each_kind_of_row_expires_exactly_at_its_retention_boundary(integration)
     assert report.deleted == {
         "request_log": 1,
         "minute_buckets": 1,
+        "quarter_buckets": 1,
         "hour_buckets": 1,
         "probe_results": 1,
     }
     assert list(RequestLog.objects.values_list("created", flat=True)) == [raw_cut]
     assert set(MetricBucket.objects.values_list("grain", "start")) == {
         (Grain.MINUTE, minute_cut),
+        (Grain.QUARTER, quarter_cut),
         (Grain.HOUR, hour_cut),
         (Grain.DAY, NOW - timedelta(days=4000)),
     }
@@ -167,7 +171,7 @@ def test_the_hourly_task_prunes_and_describes_what_it_did(integration):
     assert "request_log 1" in retention.prune_task()
     assert not RequestLog.objects.exists()
     spec = next(s for s in SCHEDULES if s.name == "upstream:prune")
-    assert spec.func == "monitoring.retention.prune_task" and spec.minutes == 60
+    assert spec.func == "monitoring.tasks.prune" and spec.minutes == 60
 
 
 @time_machine.travel(NOW, tick=False)
@@ -177,3 +181,17 @@ def test_prune_command_prunes_and_refuses_a_bad_budget(integration, capsys):
     assert "request_log 1" in capsys.readouterr().out
     with pytest.raises(CommandError, match="budget"):
         call_command("prune", "--budget", "0")
+
+
+def test_quarter_hour_buckets_outlive_minutes_when_raw_rows_are_kept_longer(integration, settings):
+    settings.UPSTREAM = {**settings.UPSTREAM, "RETAIN_MINUTE_DAYS": 2, "RETAIN_RAW_DAYS": 5}
+    MetricBucket.objects.all().delete()
+    for grain in (Grain.MINUTE, Grain.QUARTER):
+        bucket(integration, grain, NOW - timedelta(days=4))
+    bucket(integration, Grain.QUARTER, NOW - timedelta(days=6))
+    report = retention.prune(now=NOW, pause_s=0, vacuum=False)
+    assert report.deleted["minute_buckets"] == 1
+    assert report.deleted["quarter_buckets"] == 1
+    assert list(MetricBucket.objects.values_list("grain", "start")) == [
+        (Grain.QUARTER, NOW - timedelta(days=4))
+    ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
-from monitoring import alerts, notify
+from monitoring.alerts import lifecycle, notify
 
 
 class Command(BaseCommand):
@@ -18,7 +18,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        report = alerts.evaluate()
+        report = lifecycle.evaluate()
         self.stdout.write(f"Alerts: {report}.")
         if options["send"]:
             self.stdout.write(f"E-mail: {notify.send_due()}.")

@@ -8,7 +8,7 @@ import threading
 from django.core.management.base import BaseCommand, CommandError
 
 from monitoring.models import Probe
-from monitoring.probes import Dispatcher, run_now
+from monitoring.probes.schedule import Dispatcher, run_now
 
 
 class Command(BaseCommand):

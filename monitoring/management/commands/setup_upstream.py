@@ -6,8 +6,8 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django_q.models import Schedule
 
-from monitoring.alerts import ensure_default_rules
-from monitoring.tasks import SCHEDULES
+from monitoring.alerts.lifecycle import ensure_default_rules
+from monitoring.tasks import FORMER_PATHS, SCHEDULES
 
 
 class Command(BaseCommand):
@@ -32,8 +32,14 @@ class Command(BaseCommand):
             stale = Schedule.objects.filter(name__startswith="upstream:").exclude(name__in=known)
             removed = stale.count()
             stale.delete()
+            # Schedules of any name an operator made for a job before its entry point moved
+            # to monitoring.tasks (the old paths stay importable for one release only).
+            moved = 0
+            for old, new in FORMER_PATHS.items():
+                moved += Schedule.objects.filter(func=old).update(func=new)
         self.stdout.write(
-            f"Schedules: {created} created, {updated} up to date, {removed} stale removed."
+            f"Schedules: {created} created, {updated} up to date, {removed} stale removed, "
+            f"{moved} moved to monitoring.tasks."
         )
         rules = ensure_default_rules()
         self.stdout.write(f"Alert rules: {rules} default rules created.")

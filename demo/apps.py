@@ -1,0 +1,10 @@
+"""App config for the demo, which the engine never imports."""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class DemoConfig(AppConfig):
+    name = "demo"
+    verbose_name = "Demo"

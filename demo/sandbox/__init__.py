@@ -1,0 +1,7 @@
+"""Fake third-party API for demo traffic and loopback tests (stdlib only, no Django)."""
+
+from __future__ import annotations
+
+from demo.sandbox.server import RecordedRequest, Sandbox, SandboxConfig
+
+__all__ = ["RecordedRequest", "Sandbox", "SandboxConfig"]

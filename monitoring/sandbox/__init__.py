@@ -1,7 +1,0 @@
-"""Fake third-party API for demo traffic and loopback tests (stdlib only, no Django)."""
-
-from __future__ import annotations
-
-from monitoring.sandbox.server import RecordedRequest, Sandbox, SandboxConfig
-
-__all__ = ["RecordedRequest", "Sandbox", "SandboxConfig"]
