@@ -71,6 +71,25 @@ _CURSOR = re.compile(r"^(\d{1,20})\.(\d{1,20})$")
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+# Every time a filter accepts lies in this span, so range arithmetic on it (a default window
+# before "To", a span check) can never leave what datetime represents.
+EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+# Row ids are 64-bit signed integers in every database Upstream supports.
+_MAX_PK = 2**63 - 1
+
+
+class BoundedDateTimeField(forms.DateTimeField):
+    """A date and time between EARLIEST and LATEST (UTC): the year 1 or 9999 is a typo."""
+
+    def to_python(self, value):
+        result = super().to_python(value)
+        if result is not None and not EARLIEST <= result < LATEST:
+            raise ValidationError(
+                f"Choose a time in the years {EARLIEST.year} to {LATEST.year - 1}.",
+                code="out_of_range",
+            )
+        return result
 
 
 def encode_cursor(created: dt.datetime, pk: int) -> str:
@@ -88,6 +107,8 @@ def decode_cursor(value: str) -> tuple[dt.datetime, int]:
         created = _EPOCH + dt.timedelta(microseconds=micros)
     except OverflowError:
         raise ValidationError("This is not a position in the log.") from None
+    if not EARLIEST <= created < LATEST or pk > _MAX_PK:
+        raise ValidationError("This is not a position in the log.")
     return created, pk
 
 
@@ -115,8 +136,8 @@ class LogFilterForm(forms.Form):
     range = forms.ChoiceField(
         choices=[(k, f"Last {RANGE_LABELS[k]}") for k in RANGES], required=False, label="Time"
     )
-    since = forms.DateTimeField(required=False, label="From (UTC)", widget=_LOCAL)
-    until = forms.DateTimeField(required=False, label="To (UTC)", widget=_LOCAL)
+    since = BoundedDateTimeField(required=False, label="From (UTC)", widget=_LOCAL)
+    until = BoundedDateTimeField(required=False, label="To (UTC)", widget=_LOCAL)
     after = forms.CharField(required=False, widget=forms.HiddenInput, label="Position")
 
     def clean_path(self) -> str:

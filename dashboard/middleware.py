@@ -1,6 +1,14 @@
-"""A strict Content-Security-Policy for every response (no inline or eval'd script)."""
+"""Response rules for every page: debug mode only on loopback, private pages, a strict CSP."""
 
 from __future__ import annotations
+
+import ipaddress
+
+from django.conf import settings
+from django.core.checks import Error
+from django.http import HttpResponse
+from django.http.request import split_domain_port
+from django.utils.cache import patch_cache_control
 
 POLICY = "; ".join(
     [
@@ -18,8 +26,79 @@ POLICY = "; ".join(
     ]
 )
 
+DEBUG_REFUSAL = (
+    "Upstream runs with DEBUG on, which shows settings and code in error pages, so it answers "
+    "only on this machine (127.0.0.1, localhost). A deployment sets DEBUG=0.\n"
+)
+# The test client's host name: on no network, so harmless in ALLOWED_HOSTS.
+_TEST_HOST = "testserver"
+
+
+def is_loopback(host: str) -> bool:
+    """A loopback address or name: 127.0.0.0/8, ::1, localhost and *.localhost (RFC 6761)."""
+    host = host.strip().lower().removeprefix("[").removesuffix("]").rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_debug_is_local(app_configs, **kwargs) -> list[Error]:
+    """DEBUG with a public name in ALLOWED_HOSTS is a deployment that forgot DEBUG=0."""
+    if not settings.DEBUG:
+        return []
+    public = [h for h in settings.ALLOWED_HOSTS if h != _TEST_HOST and not is_loopback(h)]
+    if not public:
+        return []
+    return [
+        Error(
+            f"DEBUG is on while ALLOWED_HOSTS names {', '.join(public)}: debug pages would show "
+            "settings and code to anyone who reaches this server",
+            hint="Set DEBUG=0 for a deployment (SECRET_KEY is then required). DEBUG=1 is for "
+            "this machine only: leave ALLOWED_HOSTS unset with it.",
+            id="dashboard.E001",
+        )
+    ]
+
+
+class DebugOnlyOnLoopbackMiddleware:
+    """While DEBUG is on, refuse any client or Host that is not loopback (before anything
+    else can fail and show a debug page). The system check stops `manage.py` commands;
+    this covers a server that never runs them, such as gunicorn."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if settings.DEBUG:
+            raw_host = request.META.get("HTTP_HOST") or request.META.get("SERVER_NAME", "")
+            host, _port = split_domain_port(raw_host)
+            client = request.META.get("REMOTE_ADDR", "")
+            if not (is_loopback(host) and is_loopback(client)):
+                return HttpResponse(DEBUG_REFUSAL, status=403, content_type="text/plain")
+        return self.get_response(request)
+
+
+class PrivatePagesMiddleware:
+    """Signed-in pages show names, addresses and errors: no shared or browser cache keeps
+    them (`private, no-store`), so Back after signing out and a proxy show nothing."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            patch_cache_control(response, private=True, no_store=True)
+        return response
+
 
 class ContentSecurityPolicyMiddleware:
+    """A strict Content-Security-Policy for every response (no inline or eval'd script)."""
+
     def __init__(self, get_response):
         self.get_response = get_response
 

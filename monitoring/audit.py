@@ -20,11 +20,10 @@ from django.dispatch import receiver
 from django.utils.ipv6 import clean_ipv6_address
 
 from monitoring.models import ActorType, AuditLog
+from monitoring.redaction import is_secret_name
 
 GENESIS = "0" * 64
 MASK = "[masked]"
-# Field and key names whose values never enter the audit log.
-_SECRET_WORDS = ("password", "secret", "token", "apikey", "api_key", "auth", "cookie", "signature")
 # Any constant works: it only has to be the same in every process writing audit rows.
 _PG_LOCK_ID = 0x5570_5354  # "UpST"
 
@@ -41,8 +40,8 @@ class Actions:
 
 
 def _is_secret(name: str) -> bool:
-    low = name.lower().replace("-", "_")
-    return any(word in low for word in _SECRET_WORDS)
+    # Field and key names whose values never enter the audit log: redaction's one rule.
+    return is_secret_name(name)
 
 
 def _jsonable(value):

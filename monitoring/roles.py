@@ -45,23 +45,54 @@ def can(user, action: Action | str) -> bool:
     return bool(roles_of(user) & _ALLOWED[Action(action)])
 
 
-# What the Admin role may do in the Django admin: configuration and users; records are
-# read-only there for everyone (their ModelAdmins refuse add/change/delete).
-_ADMIN_PERMISSION_APPS = ("monitoring", "auth", "django_q")
+# What the Admin role may do in the Django admin: configure Upstream (records' ModelAdmins
+# refuse changes to everyone) and manage accounts within the three roles. Never: edit groups or
+# their permissions (that would let it mint new powers), or touch the task queue, whose schedules
+# name the Python function the worker runs; those are for superusers.
+_ADMIN_AUTH_CODENAMES = (
+    "add_user", "change_user", "delete_user", "view_user", "view_group", "view_permission",
+)  # fmt: skip
+
+
+def admin_role_permissions():
+    """The Admin group's permissions, exactly (a queryset of Permission)."""
+    from django.contrib.auth.models import Permission
+    from django.db.models import Q
+
+    return Permission.objects.filter(
+        Q(content_type__app_label__in=("monitoring", "api"))
+        | Q(content_type__app_label="auth", codename__in=_ADMIN_AUTH_CODENAMES)
+        | Q(content_type__app_label="django_q", codename__startswith="view_")
+    )
 
 
 def sync_role_permissions(**kwargs) -> None:
-    """Give the Admin group every permission of Upstream's, auth's and the task queue's models.
+    """Make the three groups exist and the Admin group hold exactly admin_role_permissions().
 
-    Run after each migrate (new models bring new permissions); idempotent.
+    Run after each migrate (new models bring new permissions); idempotent. Permissions granted
+    beyond that (an older release gave the task queue and group editing away) are taken back,
+    and a group that held permissions and now holds others gets one audit row saying which.
     """
-    from django.contrib.auth.models import Group, Permission
+    from django.contrib.auth.models import Group
+    from django.db import transaction
 
-    group, _ = Group.objects.get_or_create(name=Role.ADMIN)
-    perms = Permission.objects.filter(content_type__app_label__in=_ADMIN_PERMISSION_APPS)
-    group.permissions.add(*perms)
-    for name in (Role.OPERATOR, Role.VIEWER):
-        Group.objects.get_or_create(name=name)
+    from monitoring import audit, identity
+
+    with identity.quietly(), transaction.atomic():
+        group, _ = Group.objects.get_or_create(name=Role.ADMIN)
+        had = set(group.permissions.select_related("content_type"))
+        wanted = set(admin_role_permissions().select_related("content_type"))
+        group.permissions.set(wanted)
+        for name in (Role.OPERATOR, Role.VIEWER):
+            Group.objects.get_or_create(name=name)
+    # A group without permissions is a fresh database's (its migration creates the groups).
+    if had and had != wanted:
+        audit.record(
+            "role.permissions_sync",
+            target=group,
+            before={"removed": sorted(identity.permission_label(p) for p in had - wanted)},
+            after={"added": sorted(identity.permission_label(p) for p in wanted - had)},
+        )
 
 
 def role_label(user) -> str:

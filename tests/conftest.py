@@ -17,6 +17,15 @@ def _fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    # Sign-in throttle counters live in Django's cache, process-wide: one test's failures
+    # must not lock out the next test's user.
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_spool_dir(tmp_path_factory):
     """Rows a test leaves unflushed must never spill into the real var/spool (and from there

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from monitoring import recorder
 from monitoring.models import AuditLog, ProbeFlip, ProbeResult, ProbeState
-from tests.monitoring.probe_server import ProbeTarget
+from tests.monitoring.probes.probe_server import ProbeTarget
 
 
 @pytest.fixture

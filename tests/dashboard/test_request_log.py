@@ -119,6 +119,8 @@ def test_the_window_is_required_and_bounded(signed_in, integration, now):
         ("since=2026-03-02T00:00&until=2026-03-01T00:00", "“From” must be before “To”."),
         ("since=2026-01-01T00:00&until=2026-03-01T00:00", "at most 31 days"),
         ("integration=99999", "Select a valid choice"),
+        ("until=0001-01-01T00:00", "To (UTC): Choose a time in the years 2000 to 2099."),
+        ("since=9999-12-31T23:59", "From (UTC): Choose a time in the years 2000 to 2099."),
     ],
 )
 def test_bad_filters_are_a_400_with_a_message(signed_in, query, message):

@@ -1,7 +1,8 @@
-"""Settings come from the environment, and bad values stop start-up with a clear message."""
+"""Settings come from the environment (bad values stop start-up); debug stays on loopback."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -129,3 +130,87 @@ def test_email_has_a_timeout():
     from django.conf import settings
 
     assert settings.EMAIL_TIMEOUT and settings.EMAIL_TIMEOUT > 0
+
+
+# --- DEBUG answers only on this machine -------------------------------------------------------
+
+
+@pytest.mark.parametrize("hosts", ["upstream.example.com", "127.0.0.1,upstream.example.com", "*"])
+def test_debug_with_a_public_allowed_host_is_a_system_error(hosts):
+    result = _manage(["check"], {"DEBUG": "1", "ALLOWED_HOSTS": hosts})
+    assert result.returncode != 0
+    assert "dashboard.E001" in result.stderr
+    assert "DEBUG=0" in result.stderr
+
+
+def test_debug_on_loopback_passes_the_checks():
+    # What `make run` starts with: no DEBUG and no ALLOWED_HOSTS in the environment.
+    result = _manage(["check"], {})
+    assert result.returncode == 0, result.stderr
+    assert "dashboard.E001" not in result.stdout + result.stderr
+    loopback = _manage(["check"], {"DEBUG": "1", "ALLOWED_HOSTS": "127.0.0.1,localhost,[::1]"})
+    assert loopback.returncode == 0, loopback.stderr
+
+
+@pytest.mark.parametrize(
+    ("host", "client_ip"),
+    [
+        ("upstream.example.com", "127.0.0.1"),  # a proxy on this machine forwarding the world
+        ("127.0.0.1:8000", "203.0.113.5"),  # a remote client naming loopback
+        ("localhost", "192.168.1.20"),
+        ("", "127.0.0.1"),
+    ],
+)
+def test_while_debug_is_on_only_loopback_is_answered(client, db, settings, host, client_ip):
+    settings.DEBUG = True
+    settings.ALLOWED_HOSTS = ["*"]
+    response = client.get("/no-such-page/", HTTP_HOST=host, REMOTE_ADDR=client_ip)
+    assert response.status_code == 403
+    assert response["Content-Type"].startswith("text/plain")
+    assert "DEBUG=0" in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("host", "client_ip"),
+    [("127.0.0.1:8000", "127.0.0.1"), ("localhost:8000", "127.0.0.1"), ("[::1]:8000", "::1")],
+)
+def test_while_debug_is_on_loopback_is_served(client, db, settings, host, client_ip):
+    settings.DEBUG = True
+    settings.ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+    response = client.get("/accounts/login/", HTTP_HOST=host, REMOTE_ADDR=client_ip)
+    assert response.status_code == 200
+
+
+def test_with_debug_off_any_allowed_host_is_served(client, db):
+    assert client.get("/accounts/login/", REMOTE_ADDR="203.0.113.5").status_code == 200
+
+
+# --- What signed-in pages and refusals leave behind ---------------------------------------------
+
+
+def test_signed_in_pages_are_never_cached(client, viewer):
+    client.force_login(viewer)
+    for url in ["/", "/requests/", "/alerts/"]:
+        cache_control = client.get(url)["Cache-Control"]
+        assert "private" in cache_control and "no-store" in cache_control, url
+        assert "public" not in cache_control
+    assert "no-store" in client.get("/", HTTP_HX_REQUEST="true")["Cache-Control"]
+
+
+def test_a_refusal_is_logged_as_one_line_without_a_traceback(client, outsider, caplog):
+    client.force_login(outsider)
+    with caplog.at_level(logging.INFO, logger="django.request"):
+        assert client.get("/").status_code == 403
+    records = [r for r in caplog.records if r.name == "django.request"]
+    assert len(records) == 1
+    assert records[0].exc_info is None and not records[0].exc_text
+    assert records[0].getMessage() == (
+        "Forbidden (Permission denied): / (user olga: Your role may not view.)"
+    )
+
+
+def test_django_records_are_printed_once():
+    # Django's own console handler (on while DEBUG is) printed each record the root prints.
+    assert logging.getLogger("django").handlers == []
+    assert logging.getLogger("django").propagate
+    assert logging.getLogger().handlers
