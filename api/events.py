@@ -1,0 +1,312 @@
+"""POST /api/v1/events: validate each event, build attempts, store them durably at once."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import caches
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+
+from api.auth import require_key
+from api.body import read_body, require_type
+from api.models import ApiKey, IngestBatch
+from api.problems import Problem, endpoint, json_response
+from monitoring import attempts, recorder, storage
+from monitoring.models import Environment, Integration, Outcome, Source
+
+# A locked database must not hold the sender for the project's long busy timeout: after
+# this the batch goes to the spool instead.
+LOCK_WAIT_MS = 2000
+# How long a spooled batch's id is remembered in the cache (its rows are replayed long
+# before a sender gives up resending).
+SPOOLED_BATCH_TTL_S = 7 * 24 * 3600
+FUTURE_SLACK = timedelta(minutes=5)
+_OUTCOMES = frozenset(Outcome.values)
+_ENVIRONMENTS = frozenset(Environment.values)
+_STORE_ERRORS = (OperationalError, InterfaceError)
+
+
+class EventError(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def _text(event: dict, name: str, cap: int, *, required: bool = False) -> str | None:
+    value = event.get(name)
+    if value is None:
+        if required:
+            raise EventError(name, "is required")
+        return None
+    if not isinstance(value, str):
+        raise EventError(name, "must be a string")
+    if required and not value.strip():
+        raise EventError(name, "must not be empty")
+    if len(value) > cap:
+        raise EventError(name, f"must be at most {cap} characters")
+    return value
+
+
+def _number(event: dict, name: str, *, integer: bool = False, low=0, high=None) -> Any:
+    value = event.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        raise EventError(name, "must be an integer" if integer else "must be a number")
+    if not math.isfinite(value) or value < low or (high is not None and value > high):
+        raise EventError(name, f"must be between {low} and {high}" if high else f"must be ≥ {low}")
+    return value
+
+
+def _time(event: dict, now: datetime) -> datetime:
+    raw = _text(event, "time", 64)
+    if raw is None:
+        return now
+    try:
+        when = datetime.fromisoformat(raw)
+    except ValueError:
+        raise EventError("time", "must be an RFC 3339 date-time") from None
+    if when.tzinfo is None:
+        raise EventError("time", "must carry a UTC offset (e.g. Z)")
+    if when > now + FUTURE_SLACK:
+        raise EventError("time", "is in the future")
+    return when
+
+
+def parse_event(event: Any, now: datetime) -> dict:
+    """The ``from_fields`` keywords of one event (all but the integration); EventError
+    names the first bad field."""
+    if not isinstance(event, dict):
+        raise EventError("", "an event must be an object")
+    fields: dict[str, Any] = {"source": Source.INGEST.value, "created": _time(event, now)}
+    method = _text(event, "method", 10, required=True)
+    if not method.isascii() or not method.isalpha():
+        raise EventError("method", "must be an HTTP method such as GET")
+    fields["method"] = method.upper()
+    url = _text(event, "url", 4096)
+    if url is not None:
+        if not url.lower().startswith(("http://", "https://")):
+            raise EventError("url", "must be an absolute http(s) URL")
+        fields["url"] = url  # from_fields drops userinfo and splits the rest
+    else:
+        host = _text(event, "host", 255)
+        path = _text(event, "path", 4096)
+        if not host or path is None:
+            raise EventError("url", "give url, or host and path")
+        if "@" in host:
+            host = host.rsplit("@", 1)[1]  # userinfo never enters a row
+        if not path.startswith("/"):
+            raise EventError("path", "must start with /")
+        path, _, query = path.partition("?")
+        scheme = event.get("scheme", "https")
+        if scheme not in ("http", "https"):
+            raise EventError("scheme", "must be http or https")
+        fields.update(host=host.lower(), path=path, query=query or None, scheme=scheme)
+    status = _number(event, "status", integer=True, low=100, high=599)
+    outcome = event.get("outcome")
+    if outcome is not None and outcome not in _OUTCOMES:
+        raise EventError("outcome", f"must be one of {', '.join(sorted(_OUTCOMES))}")
+    if status is None and outcome is None:
+        raise EventError("outcome", "is required when status is null (a transport error)")
+    fields["status"], fields["outcome"] = status, outcome
+    latency = _number(event, "latency_ms", high=86_400_000)
+    if latency is None:
+        raise EventError("latency_ms", "is required")
+    fields["latency_ms"] = float(latency)
+    for name in ("request_bytes", "response_bytes"):
+        fields[name] = _number(event, name, integer=True, high=2**31 - 1)
+    headers = event.get("response_headers")
+    if headers is not None:
+        if not isinstance(headers, dict) or len(headers) > 200:
+            raise EventError("response_headers", "must be an object of at most 200 headers")
+        kept = {}
+        for name, value in headers.items():
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise EventError("response_headers", f"header {name[:40]!r} must be a string")
+            kept[str(name)[:100]] = str(value)[:2000]
+        fields["response_headers"] = kept
+        content_type = next((v for k, v in kept.items() if k.lower() == "content-type"), None)
+        if content_type:
+            fields["content_type"] = content_type
+    body = _text(event, "error_body", 1024 * 1024)
+    if body:
+        fields["error_body"] = body
+    fields["call_id"] = _text(event, "call_id", 32) or ""
+    fields["attempt"] = _number(event, "attempt", integer=True, low=1, high=1000) or 1
+    fields["backoff_ms"] = float(_number(event, "backoff_ms", high=86_400_000) or 0.0)
+    return fields
+
+
+class _Integrations:
+    """Resolves (slug, environment) for one request, with the key's permissions."""
+
+    def __init__(self, key: ApiKey) -> None:
+        self.key = key
+        self.allowed = set(key.integrations.values_list("pk", flat=True))
+        self.found: dict[tuple[str, str | None], Integration | EventError] = {}
+
+    def get(self, event: dict) -> Integration:
+        slug = _text(event, "integration", 100, required=True).strip()
+        environment = event.get("environment")
+        if environment is not None and environment not in _ENVIRONMENTS:
+            raise EventError("environment", f"must be one of {', '.join(sorted(_ENVIRONMENTS))}")
+        name = (slug, environment)
+        if name not in self.found:
+            self.found[name] = self._resolve(slug, environment)
+        found = self.found[name]
+        if isinstance(found, EventError):
+            raise found
+        return found
+
+    def _resolve(self, slug: str, environment: str | None) -> Integration | EventError:
+        matches = Integration.objects.filter(slug=slug)
+        if environment:
+            matches = matches.filter(environment=environment)
+        matches = list(matches[:2])
+        if len(matches) > 1:
+            return EventError("environment", f"integration {slug!r} has several environments")
+        if matches:
+            integration = matches[0]
+            if self.allowed and integration.pk not in self.allowed:
+                return EventError("integration", f"this API key may not write {slug!r}")
+            return integration
+        if not self.key.allow_create:
+            return EventError("integration", f"unknown integration {slug!r}")
+        try:
+            return attempts.resolve_integration(slug, environment)
+        except ValueError as exc:
+            return EventError("integration", str(exc))
+
+
+def _payload(request: HttpRequest) -> tuple[str, list]:
+    require_type(request, "application/json")
+    data = read_body(request)
+    try:
+        payload = json.loads(data)
+    except UnicodeDecodeError:
+        raise Problem(400, "The body is not UTF-8.") from None
+    except json.JSONDecodeError as exc:
+        raise Problem(
+            400,
+            f"Malformed JSON at line {exc.lineno}, column {exc.colno} (byte {exc.pos}): {exc.msg}.",
+            line=exc.lineno,
+            column=exc.colno,
+            position=exc.pos,
+        ) from None
+    if not isinstance(payload, dict):
+        raise Problem(400, 'The body must be an object: {"batch_id": …, "events": […]}.')
+    batch_id = payload.get("batch_id", "")
+    if not isinstance(batch_id, str) or len(batch_id) > 100:
+        raise Problem(
+            400,
+            "batch_id must be a string of at most 100 characters.",
+            errors=[{"index": None, "field": "batch_id", "message": "must be a short string"}],
+        )
+    events = payload.get("events")
+    if not isinstance(events, list):
+        raise Problem(
+            400,
+            "events must be an array.",
+            errors=[{"index": None, "field": "events", "message": "must be an array"}],
+        )
+    cap = settings.UPSTREAM["API_MAX_EVENTS"]
+    if len(events) > cap:
+        raise Problem(413, f"At most {cap:,} events per request; this one has {len(events):,}.")
+    return batch_id.strip(), events
+
+
+def _spooled_key(key: ApiKey, batch_id: str) -> str:
+    return f"api:spooled:{key.pk}:{batch_id}"
+
+
+def _seen(key: ApiKey, batch_id: str) -> int | None:
+    """Events accepted earlier under this batch id, or None if it is new."""
+    done = IngestBatch.objects.filter(key=key, batch_id=batch_id).values_list("accepted", flat=True)
+    for accepted in done:
+        return accepted
+    return caches["default"].get(_spooled_key(key, batch_id))
+
+
+def _limit_lock_wait(cursor) -> None:
+    if connection.vendor == "sqlite":
+        cursor.execute(f"PRAGMA busy_timeout = {LOCK_WAIT_MS}")
+    elif connection.vendor == "postgresql":
+        cursor.execute("SET LOCAL lock_timeout = %s", [f"{LOCK_WAIT_MS}ms"])
+
+
+def _restore_lock_wait() -> None:
+    if connection.vendor == "sqlite":
+        timeout_ms = int(settings.DATABASES["default"].get("OPTIONS", {}).get("timeout", 20) * 1000)
+        with connection.cursor() as cursor:
+            cursor.execute(f"PRAGMA busy_timeout = {timeout_ms}")
+
+
+def store(rows: list[dict], key: ApiKey, batch_id: str) -> str:
+    """Make rows durable: "stored" (rows, rollup and batch id in one transaction), "duplicate"
+    (another request stored this batch id first), or "spooled" (the database was locked or
+    away: the recorder's spool holds them and replays them; the id waits in the cache).
+
+    Raises Problem 503 if neither the database nor the spool would take them.
+    """
+    try:
+        try:
+            with transaction.atomic():
+                with connection.cursor() as cursor:
+                    _limit_lock_wait(cursor)
+                if batch_id:
+                    IngestBatch.objects.create(key=key, batch_id=batch_id, accepted=len(rows))
+                storage.insert_rows(rows, rollup=True)
+        finally:
+            _restore_lock_wait()
+    except IntegrityError:
+        if batch_id and IngestBatch.objects.filter(key=key, batch_id=batch_id).exists():
+            return "duplicate"
+        raise
+    except _STORE_ERRORS:
+        if not recorder.spill_now(rows):
+            raise Problem(
+                503,
+                "Neither the database nor the spool could store the batch.",
+                headers={"Retry-After": "5"},
+            ) from None
+        if batch_id:
+            caches["default"].set(_spooled_key(key, batch_id), len(rows), SPOOLED_BATCH_TTL_S)
+        return "spooled"
+    return "stored"
+
+
+@endpoint("POST")
+@require_key("ingest")
+def ingest(request: HttpRequest) -> HttpResponse:
+    key = request.api_key
+    batch_id, events = _payload(request)
+    if batch_id:
+        earlier = _seen(key, batch_id)
+        if earlier is not None:
+            return _answer(earlier, 0, True, [])
+    now = timezone.now()
+    integrations = _Integrations(key)
+    rows, errors = [], []
+    for index, event in enumerate(events):
+        try:
+            fields = parse_event(event, now)
+            fields["integration"] = integrations.get(event)
+            rows.append(attempts.to_row(attempts.from_fields(**fields)))
+        except EventError as exc:
+            errors.append({"index": index, "field": exc.field, "message": exc.message})
+    outcome = store(rows, key, batch_id) if rows else "stored"
+    if outcome == "duplicate":
+        return _answer(_seen(key, batch_id) or 0, 0, True, [])
+    return _answer(len(rows), len(errors), False, errors)
+
+
+def _answer(accepted: int, rejected: int, duplicate: bool, errors: list) -> HttpResponse:
+    body = {"accepted": accepted, "rejected": rejected, "duplicate": duplicate, "errors": errors}
+    return json_response(body, 202)

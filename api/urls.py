@@ -1,0 +1,19 @@
+"""The machine-facing URL map: /api/v1/… (OTLP's /otlp/… joins here)."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from api import events, openapi, read, views_otlp
+
+app_name = "api"
+
+urlpatterns = [
+    path("api/v1/events", events.ingest, name="events"),
+    path("api/v1/integrations", read.integrations, name="integrations"),
+    path("api/v1/integrations/<str:slug>/summary", read.summary, name="summary"),
+    path("api/v1/alerts", read.alerts, name="alerts"),
+    path("api/v1/openapi.json", openapi.document, name="openapi"),
+    path("api/v1/schema/events.json", openapi.events_schema, name="events_schema"),
+    path("otlp/v1/traces", views_otlp.traces, name="otlp_traces"),
+]
