@@ -16,6 +16,8 @@ def _named_patterns(patterns=None, prefix=""):
         if isinstance(p, URLResolver):
             if getattr(p, "app_name", None) == "admin":
                 continue
+            if getattr(p.urlconf_module, "__name__", p.urlconf_name) == "api.urls":
+                continue  # machine-facing: API keys, not sessions (tests/api covers access)
             yield from _named_patterns(p.url_patterns, prefix + str(p.pattern))
         elif isinstance(p, URLPattern) and p.name and p.name not in PUBLIC:
             yield p
@@ -117,7 +119,7 @@ def object_urls(integration, firing_alert, probe, auth_rule):
 
 def test_every_screen_with_arguments_is_covered(object_urls):
     with_args = {p.name for p in _named_patterns() if p.pattern.regex.groups}
-    actions = set(ACTIONS)
+    actions = set(ACTIONS) | set(OBJECT_ACTIONS)
     assert with_args == set(object_urls) | actions
 
 
@@ -207,3 +209,37 @@ def test_actions_need_the_csrf_token(operator, firing_alert):
     assert response.status_code == 403
     firing_alert.refresh_from_db()
     assert firing_alert.state == "firing"
+
+
+# Actions on objects other than an alert or a probe; their success paths are tested with their
+# views (tests/dashboard/test_alert_views.py, test_channel_views.py).
+def _silence(firing_alert):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from monitoring.models import Silence
+
+    return Silence.objects.create(
+        integration=firing_alert.integration, ends_at=timezone.now() + dt.timedelta(hours=1)
+    )
+
+
+def _channel(_alert):
+    from monitoring.models import Channel
+
+    return Channel.objects.create(kind="email", name="Ops", settings={"to": "ops@example.com"})
+
+
+OBJECT_ACTIONS = {"silence_end": _silence, "channel_test": _channel}
+
+
+@pytest.mark.parametrize("name", sorted(OBJECT_ACTIONS))
+def test_object_actions_refuse_anonymous_visitors_and_viewers(client, viewer, firing_alert, name):
+    url = reverse(name, args=[OBJECT_ACTIONS[name](firing_alert).pk])
+    response = client.post(url)
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+    client.force_login(viewer)
+    assert client.post(url).status_code == 403
+    assert client.get(url).status_code == 405
