@@ -1,0 +1,220 @@
+"""POST /api/v1/events: validation per event, policy and redaction, limits, idempotency,
+durability when the database is locked."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+from django.db import OperationalError
+
+from api import events as events_view
+from api.models import ApiKey, IngestBatch
+from monitoring import recorder
+from monitoring.models import Integration, MetricBucket, RequestLog
+
+pytestmark = pytest.mark.django_db(transaction=False)
+URL = "/api/v1/events"
+
+
+@pytest.fixture
+def stripe():
+    return Integration.objects.create(
+        name="Stripe",
+        slug="stripe",
+        environment="production",
+        path_templates="/v1/customers/{id}",
+    )
+
+
+@pytest.fixture
+def key():
+    return ApiKey.issue(name="svc", scopes=["ingest"])[1]
+
+
+def _event(**fields):
+    event = {
+        "integration": "stripe",
+        "environment": "production",
+        "time": "2026-01-02T03:04:05Z",
+        "method": "get",
+        "url": "https://user:pw@api.stripe.com/v1/customers/cus_123?api_key=sk_live_abc&x=1",
+        "status": 200,
+        "latency_ms": 12.5,
+    }
+    event.update(fields)
+    return event
+
+
+def _post(client, key, body, *, content_type="application/json", **extra):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return client.generic(
+        "POST", URL, data, content_type=content_type, HTTP_AUTHORIZATION=f"Bearer {key}", **extra
+    )
+
+
+def test_good_events_are_stored_with_policy_and_redaction(client, stripe, key):
+    response = _post(client, key, {"batch_id": "b1", "events": [_event()]})
+    assert response.status_code == 202, response.content
+    assert response.json() == {"accepted": 1, "rejected": 0, "duplicate": False, "errors": []}
+    row = RequestLog.objects.get()
+    assert row.source == "ingest" and row.integration_id == stripe.pk
+    assert row.host == "api.stripe.com" and "user" not in row.host
+    assert row.method == "GET" and row.path == "/v1/customers/{id}"
+    assert "sk_live_abc" not in row.query
+    assert MetricBucket.objects.filter(integration=stripe).exists()
+
+
+def test_one_bad_event_never_drops_the_good_ones(client, stripe, key):
+    body = {
+        "events": [
+            _event(),
+            _event(latency_ms="slow"),
+            _event(status=None),
+            _event(integration="nope"),
+            _event(status=None, outcome="timeout"),
+            "not an object",
+        ]
+    }
+    response = _post(client, key, body)
+    assert response.status_code == 202
+    data = response.json()
+    assert data["accepted"] == 2 and data["rejected"] == 4
+    assert [(e["index"], e["field"]) for e in data["errors"]] == [
+        (1, "latency_ms"),
+        (2, "outcome"),
+        (3, "integration"),
+        (5, ""),
+    ]
+    assert RequestLog.objects.count() == 2
+    assert RequestLog.objects.filter(outcome="timeout", status=None).count() == 1
+
+
+def test_error_bodies_and_headers_are_parsed_and_scrubbed(client, stripe, key):
+    event = _event(
+        status=429,
+        response_headers={
+            "Retry-After": "7",
+            "Set-Cookie": "s=secret",
+            "content-type": "application/json",
+        },
+        error_body=json.dumps(
+            {
+                "error": {"code": "rate_limited", "message": "slow down"},
+                "token": "sk_live_abcdefghijklmnop",
+            }
+        ),
+    )
+    assert _post(client, key, {"events": [event]}).status_code == 202
+    row = RequestLog.objects.get()
+    assert row.retry_after_s == 7 and row.error_code == "rate_limited"
+    assert "sk_live_abcdefghijklmnop" not in row.error_body
+    assert "secret" not in json.dumps(row.error_body)
+
+
+def test_a_batch_sent_twice_is_stored_once(client, stripe, key):
+    body = {"batch_id": "same", "events": [_event(), _event()]}
+    assert _post(client, key, body).json()["duplicate"] is False
+    again = _post(client, key, body)
+    assert again.status_code == 202
+    assert again.json() == {"accepted": 2, "rejected": 0, "duplicate": True, "errors": []}
+    assert RequestLog.objects.count() == 2 and IngestBatch.objects.count() == 1
+
+
+def test_unknown_integrations_are_created_only_if_the_key_allows(client):
+    _, creator = ApiKey.issue(name="c", scopes=["ingest"], allow_create=True)
+    _, plain = ApiKey.issue(name="p", scopes=["ingest"])
+    refused = _post(client, plain, {"events": [_event(integration="newco")]}).json()
+    assert refused["accepted"] == 0 and "unknown integration" in refused["errors"][0]["message"]
+    assert _post(client, creator, {"events": [_event(integration="newco")]}).json()["accepted"] == 1
+    assert Integration.objects.filter(slug="newco", environment="production").exists()
+
+
+def test_a_key_limited_to_some_integrations_cannot_write_others(client, stripe):
+    other = Integration.objects.create(name="Mail", slug="mail", environment="production")
+    obj, limited = ApiKey.issue(name="l", scopes=["ingest"])
+    obj.integrations.set([other])
+    data = _post(client, limited, {"events": [_event(), _event(integration="mail")]}).json()
+    assert data["accepted"] == 1
+    assert data["errors"][0]["message"] == "this API key may not write 'stripe'"
+
+
+def test_gzip_bodies_are_accepted(client, stripe, key):
+    body = gzip.compress(json.dumps({"events": [_event()]}).encode())
+    response = _post(client, key, body, HTTP_CONTENT_ENCODING="gzip")
+    assert response.status_code == 202 and response.json()["accepted"] == 1
+
+
+def test_a_gzip_bomb_is_refused_with_413(client, stripe, key, settings):
+    settings.UPSTREAM = {**settings.UPSTREAM, "API_MAX_BODY_BYTES": 64 * 1024}
+    bomb = gzip.compress(b'{"events": [' + b" " * (50 * 1024 * 1024) + b"]}")
+    assert len(bomb) < 64 * 1024
+    response = _post(client, key, bomb, HTTP_CONTENT_ENCODING="gzip")
+    assert response.status_code == 413
+    assert response["Content-Type"] == "application/problem+json"
+
+
+def test_too_many_events_or_bytes_get_413(client, stripe, key, settings):
+    settings.UPSTREAM = {**settings.UPSTREAM, "API_MAX_EVENTS": 3, "API_MAX_BODY_BYTES": 2048}
+    assert _post(client, key, {"events": [_event()] * 4}).status_code == 413
+    assert _post(client, key, {"events": [_event(error_body="x" * 4000)]}).status_code == 413
+
+
+def test_malformed_json_says_where_and_wrong_type_gets_415(client, stripe, key):
+    broken = _post(client, key, b'{"events": [\n  {"a": 1,,}]}')
+    assert broken.status_code == 400
+    problem = broken.json()
+    assert problem["line"] == 2 and "line 2" in problem["detail"]
+    assert _post(client, key, b"events=1", content_type="text/plain").status_code == 415
+    assert _post(client, key, b"[]").status_code == 400
+    assert _post(client, key, b"\xff\xfe").status_code == 400
+
+
+def test_an_ingest_key_is_needed(client, stripe):
+    _, reader = ApiKey.issue(name="r", scopes=["read"])
+    assert _post(client, reader, {"events": []}).status_code == 403
+    assert _post(client, "up_XXXXXXXX_nope", {"events": []}).status_code == 401
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_locked_database_spools_the_batch_and_nothing_is_lost(client, stripe, key, monkeypatch):
+    def locked(rows, **kwargs):
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(events_view.recorder, "insert_rows", locked)
+    body = {"batch_id": "while-locked", "events": [_event(), _event(status=503)]}
+    response = _post(client, key, body)
+    assert response.status_code == 202 and response.json()["accepted"] == 2
+    # A resend while the rows wait in the spool is still a duplicate.
+    assert _post(client, key, body).json()["duplicate"] is True
+    monkeypatch.undo()
+    recorder.flush(timeout=30)
+    assert RequestLog.objects.filter(integration=stripe).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_real_http_through_live_server(live_server, stripe, key):
+    data = gzip.compress(json.dumps({"batch_id": "live", "events": [_event()] * 3}).encode())
+    request = urllib.request.Request(
+        live_server.url + URL,
+        data=data,
+        headers={
+            "Authorization": f"Bearer {key}",
+            "Content-Type": "application/json",
+            "Content-Encoding": "gzip",
+        },
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        assert answer.status == 202
+        assert json.loads(answer.read())["accepted"] == 3
+    bad = urllib.request.Request(
+        live_server.url + URL, data=b"{", headers={"Authorization": "Bearer x"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(bad, timeout=30)
+    assert refused.value.code == 401
+    assert refused.value.headers["Content-Type"] == "application/problem+json"
+    assert RequestLog.objects.filter(integration=stripe).count() == 3
