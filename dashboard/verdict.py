@@ -1,7 +1,8 @@
 """The overview's answer per integration: is the provider down, or is it us?
 
-Joins two signals over the last few minutes: our calls (client and ingest traffic) and the
-provider's probes (their recent runs and their stored up/degraded/down state).
+Joins the signals over the last few minutes: our calls (client and ingest traffic), the
+provider's probes (their recent runs and their stored up/degraded/down state), and the
+provider's own status page (an open incident, read by a status-page probe).
 """
 
 from __future__ import annotations
@@ -27,6 +28,16 @@ class Verdict:
     key: str
     label: str
     reason: str
+    #: Where to read more: the provider's incident page, when it reports one.
+    link: str = ""
+
+
+@dataclass(frozen=True)
+class Incident:
+    """An unresolved incident on the provider's status page."""
+
+    title: str
+    link: str = ""
 
 
 def _pct(rate: float) -> str:
@@ -40,8 +51,37 @@ def judge(
     probe_runs: int,
     probe_error_rate: float,
     probe_states: Iterable[str],
+    incident: Incident | None = None,
 ) -> Verdict:
-    """Decide from recent call and probe figures plus the probes' current states."""
+    """Decide from recent call and probe figures plus the probes' current states.
+
+    An open incident on the provider's status page is the provider's own word: it leads the
+    verdict, and the other signals say how much of it reaches us.
+    """
+    if incident is not None:
+        plain = _judge(calls, call_error_rate, probe_runs, probe_error_rate, probe_states)
+        if plain.key in ("provider_down", "our_calls_failing", "calls_failing"):
+            effect = f" {plain.reason}"
+        elif plain.key == "healthy":
+            effect = " Our calls and probes still succeed."
+        else:
+            effect = ""
+        return Verdict(
+            "provider_incident",
+            "Provider reports an incident",
+            f"{incident.title}.{effect}",
+            incident.link,
+        )
+    return _judge(calls, call_error_rate, probe_runs, probe_error_rate, probe_states)
+
+
+def _judge(
+    calls: int,
+    call_error_rate: float,
+    probe_runs: int,
+    probe_error_rate: float,
+    probe_states: Iterable[str],
+) -> Verdict:
     states = [str(s) for s in probe_states]
     # A probe that has never run says nothing yet.
     has_probes = probe_runs > 0 or any(s != ProbeState.UNKNOWN for s in states)

@@ -75,3 +75,24 @@ def test_the_reason_says_what_was_checked():
 def test_nothing_at_all_is_no_data():
     assert verdict(calls=0, runs=0, states=[]).key == "no_data"
     assert verdict(calls=0, runs=0, states=["unknown"]).key == "no_data"
+
+
+def test_an_open_incident_on_the_status_page_leads_the_verdict_with_its_link():
+    from dashboard.verdict import Incident
+
+    incident = Incident("Elevated API error rates", "https://stspg.io/abc")
+    v = judge(
+        calls=100, call_error_rate=0.6, probe_runs=10, probe_error_rate=1.0,
+        probe_states=["down"], incident=incident,
+    )  # fmt: skip
+    assert (v.key, v.label, v.link) == (
+        "provider_incident", "Provider reports an incident", "https://stspg.io/abc",
+    )  # fmt: skip
+    assert v.reason.startswith("Elevated API error rates.")
+    assert "60 %" in v.reason
+    calm = judge(
+        calls=100, call_error_rate=0.0, probe_runs=10, probe_error_rate=0.0,
+        probe_states=["up"], incident=incident,
+    )  # fmt: skip
+    assert calm.key == "provider_incident"
+    assert "still succeed" in calm.reason
