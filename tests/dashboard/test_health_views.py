@@ -178,3 +178,90 @@ def test_the_integration_page_queries_do_not_grow_with_traffic(signed_in, busy, 
 
 def test_an_unknown_integration_is_a_404(signed_in):
     assert signed_in.get(reverse("integration", args=[999])).status_code == 404
+
+
+# --- The overview at many integrations ---------------------------------------------------
+
+
+def _many(n: int, now, *, env: str = "production") -> list[Integration]:
+    made = Integration.objects.bulk_create(
+        Integration(name=f"Api {k:04d}", slug=f"api-{env}-{k}", environment=env) for k in range(n)
+    )
+    return list(Integration.objects.filter(slug__in=[i.slug for i in made]).order_by("name"))
+
+
+def _failing(integration, now) -> None:
+    record([make_log(integration, now - dt.timedelta(minutes=m), status=500) for m in range(1, 9)])
+
+
+def test_integrations_needing_attention_come_first_as_cards_and_the_rest_as_rows(
+    signed_in, now, stripe
+):
+    quiet = _many(3, now)
+    _failing(stripe, now)
+    body = signed_in.get(reverse("overview")).content.decode()
+    assert f'id="card-{stripe.pk}"' in body
+    assert "Needs attention" in body
+    for i in quiet:
+        assert f'id="row-{i.pk}"' in body and f'id="card-{i.pk}"' not in body
+    assert body.index(f'id="card-{stripe.pk}"') < body.index(f'id="row-{quiet[0].pk}"')
+
+
+def test_an_integration_with_an_open_alert_needs_attention(signed_in, busy, firing_alert):
+    body = signed_in.get(reverse("overview")).content.decode()
+    assert f'id="card-{busy.pk}"' in body
+
+
+def test_the_overview_pages_the_healthy_rest_and_keeps_filters_in_the_links(signed_in, now):
+    from dashboard.views.health import PAGE_SIZE
+
+    made = _many(PAGE_SIZE + 5, now, env="staging")
+    first = signed_in.get(reverse("overview") + "?range=7d&env=staging").content.decode()
+    assert first.count('id="row-') == PAGE_SIZE
+    assert "Page 1 of 2" in first
+    assert 'href="?range=7d&amp;env=staging&amp;page=2"' in first
+    second = signed_in.get(reverse("overview") + "?range=7d&env=staging&page=2").content.decode()
+    assert second.count('id="row-') == 5
+    assert f'id="row-{made[-1].pk}"' in second
+    # A page past the end shows the last one rather than nothing.
+    assert (
+        "Page 2 of 2" in signed_in.get(reverse("overview") + "?env=staging&page=9").content.decode()
+    )
+
+
+def test_the_overview_filters_by_environment_and_name(signed_in, now, stripe):
+    _many(2, now, env="sandbox")
+    body = signed_in.get(reverse("overview") + "?env=sandbox").content.decode()
+    assert body.count('id="row-') == 2 and "Stripe" not in body.split("</form>", 1)[1]
+    body = signed_in.get(reverse("overview") + "?q=stri").content.decode()
+    assert f'id="row-{stripe.pk}"' in body and body.count('id="row-') == 1
+    body = signed_in.get(reverse("overview") + "?q=nothing-like-it").content.decode()
+    assert "No integration matches" in body and "No integrations yet" not in body
+
+
+@pytest.mark.parametrize("query", ["env=mars", "page=0", "page=x", "q=" + "x" * 101])
+def test_bad_overview_filters_are_a_400(signed_in, query):
+    assert signed_in.get(reverse("overview") + "?" + query).status_code == 400
+
+
+def test_overview_queries_stay_constant_from_ten_to_two_hundred_integrations(signed_in, now):
+    url = reverse("overview") + "?range=24h"
+    few = _many(10, now)
+    _failing(few[0], now)
+    for i in few[1:4]:
+        traffic(i, now, calls=10)
+    signed_in.get(url)
+    small = _queries(signed_in, url)
+    more = _many(190, now, env="staging")
+    _failing(more[0], now)
+    for i in more[1:20]:
+        traffic(i, now, calls=10)
+    large = _queries(signed_in, url)
+    assert small == large <= MAX_QUERIES["overview"]
+
+
+def test_the_overview_at_many_integrations_stays_small(signed_in, now):
+    _many(300, now)
+    response = signed_in.get(reverse("overview"))
+    assert response.status_code == 200
+    assert len(response.content) < 200_000
