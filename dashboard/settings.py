@@ -39,11 +39,19 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "django_q",
+    # Before monitoring: its post_migrate gives the Admin role every api permission, so those
+    # must exist by then.
+    "api",
     "monitoring",
     "dashboard",
+    "demo",
 ]
 
 MIDDLEWARE = [
+    # First: nothing after it may fail and show a debug page to a non-loopback client.
+    "dashboard.middleware.DebugOnlyOnLoopbackMiddleware",
+    # Right after: every error under /api/ and /otlp/ leaves as problem+json, never a page.
+    "api.problems.ProblemMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -53,6 +61,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "dashboard.middleware.PrivatePagesMiddleware",
     "dashboard.middleware.ContentSecurityPolicyMiddleware",
 ]
 
@@ -102,12 +111,25 @@ else:
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-CACHES = {
-    "default": {
-        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-        "LOCATION": "upstream",
+_REDIS_URL = env_str("REDIS_URL")
+# Sign-in throttling counts in the cache: one Redis serves every process; the local-memory
+# default serves the one `make run` starts, big enough that a flood of names cannot push
+# a lockout out.
+if _REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": _REDIS_URL,
+        }
     }
-}
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "upstream",
+            "OPTIONS": {"MAX_ENTRIES": 100_000},
+        }
+    }
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -180,7 +202,6 @@ SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # Alerts are sent by e-mail; the system check warns when this is on with no EMAIL_HOST.
 ALERT_EMAILS_ENABLED = env_bool("ALERT_EMAILS_ENABLED", True)
 
-_REDIS_URL = env_str("REDIS_URL")
 Q_CLUSTER = {
     "name": "upstream",
     "workers": env_int("Q_WORKERS", 2, minimum=1),
@@ -204,9 +225,13 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "filters": {"one_line_403": {"()": "dashboard.errors.OneLineForbidden"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
+        # Without Django's own handlers: they print what the root handler prints again.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        "django.request": {"filters": ["one_line_403"]},
         "django_q": {"level": env_str("Q_LOG_LEVEL", "WARNING")},
         # httpx logs every request URL at INFO; query strings can carry secrets.
         "httpx": {"level": "WARNING"},
@@ -232,8 +257,27 @@ UPSTREAM = {
     # Probe targets on loopback/private networks are refused unless listed here (host or host:port).
     "PROBE_ALLOW_HOSTS": env_list("UPSTREAM_PROBE_ALLOW_HOSTS", []),
     "PROBE_CONCURRENCY": env_int("UPSTREAM_PROBE_CONCURRENCY", 50, minimum=1),
+    # ${NAME} in a probe header may name UPSTREAM_SECRET_* variables and these (never a
+    # variable this file reads): see monitoring/envref.py.
+    "SECRET_ENV_ALLOW": env_list("UPSTREAM_SECRET_ENV_ALLOW", []),
     # Alert e-mails to one recipient within this many seconds go out as one digest.
     "ALERT_GROUP_WAIT_S": env_int("UPSTREAM_ALERT_GROUP_WAIT_S", 30, minimum=0),
+    # Seconds before a notification channel's receiver counts as not answering.
+    "CHANNEL_TIMEOUT_S": env_int("UPSTREAM_CHANNEL_TIMEOUT_S", 10, minimum=1),
+    # API: per-key rate limit (requests/s and burst) and the ingest request limits.
+    "API_RATE_PER_S": env_int("UPSTREAM_API_RATE_PER_S", 50, minimum=1),
+    "API_RATE_BURST": env_int("UPSTREAM_API_RATE_BURST", 100, minimum=1),
+    "API_MAX_EVENTS": env_int("UPSTREAM_API_MAX_EVENTS", 1000, minimum=1),
+    "API_MAX_BODY_BYTES": env_int("UPSTREAM_API_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
+    # OTLP export requests, after decompression.
+    "OTLP_MAX_BYTES": env_int("UPSTREAM_OTLP_MAX_BYTES", 8 * 1024 * 1024, minimum=1024),
+    # Sign-in throttling: this many failures within the window lock the username (or the
+    # address) out; the lockout doubles on each repeat within a day, up to the maximum.
+    "SIGNIN_FAILURES_PER_USER": env_int("UPSTREAM_SIGNIN_FAILURES_PER_USER", 5, minimum=1),
+    "SIGNIN_FAILURES_PER_ADDRESS": env_int("UPSTREAM_SIGNIN_FAILURES_PER_ADDRESS", 20, minimum=1),
+    "SIGNIN_WINDOW_S": env_int("UPSTREAM_SIGNIN_WINDOW_S", 900, minimum=1),
+    "SIGNIN_LOCKOUT_S": env_int("UPSTREAM_SIGNIN_LOCKOUT_S", 60, minimum=1),
+    "SIGNIN_LOCKOUT_MAX_S": env_int("UPSTREAM_SIGNIN_LOCKOUT_MAX_S", 900, minimum=1),
 }
 if UPSTREAM["HTTPS_POLICY"] not in {"refuse", "flag"}:
     raise ImproperlyConfigured("UPSTREAM_HTTPS_POLICY must be 'refuse' or 'flag'")

@@ -2,9 +2,10 @@
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
-from dashboard.views import alerts, health, logs, probes
+from dashboard.access import throttled_signin
+from dashboard.views import alerts, channels, health, logs, probes
 
 urlpatterns = [
     path("", health.overview, name="overview"),
@@ -16,6 +17,9 @@ urlpatterns = [
     path("alerts/<int:pk>/acknowledge/", alerts.alert_acknowledge, name="alert_acknowledge"),
     path("alerts/<int:pk>/resolve/", alerts.alert_resolve, name="alert_resolve"),
     path("alerts/<int:pk>/silence/", alerts.alert_silence, name="alert_silence"),
+    path("alerts/silences/<int:pk>/end/", alerts.silence_end, name="silence_end"),
+    path("alerts/channels/", channels.channel_list, name="channels"),
+    path("alerts/channels/<int:pk>/test/", channels.channel_test, name="channel_test"),
     path("alerts/rules/", alerts.rule_list, name="alert_rules"),
     path("alerts/rules/new/", alerts.rule_edit, name="alert_rule_new"),
     path("alerts/rules/<int:pk>/", alerts.rule_edit, name="alert_rule"),
@@ -24,11 +28,14 @@ urlpatterns = [
     path("probes/<int:pk>/run/", probes.probe_run, name="probe_run"),
     path(
         "accounts/login/",
-        auth_views.LoginView.as_view(redirect_authenticated_user=True),
+        throttled_signin(auth_views.LoginView.as_view(redirect_authenticated_user=True)),
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # Ahead of the admin's own URLs, so its sign-in form is throttled like the dashboard's.
+    path("admin/login/", throttled_signin(admin.site.login)),
     path("admin/", admin.site.urls),
+    path("", include("api.urls")),
 ]
 
 handler400 = "dashboard.errors.bad_request"
