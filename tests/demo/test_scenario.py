@@ -74,8 +74,9 @@ def test_run_traffic_calls_the_sandbox_through_the_client(recording, sandbox):
 
 
 def test_demo_traffic_runs_for_a_duration_and_stops_cleanly(recording, sandbox, capsys):
-    call_command("demo_traffic", "--sandbox-url", sandbox.url, "--rate", "20", "--duration", "1")
+    call_command("demo_traffic", "--sandbox-url", sandbox.url, "--rate", "20", "--duration", "2")
     assert "Demo traffic stopped after" in capsys.readouterr().out
+    recorder.flush(timeout=30)  # the calls' rows may still be queued when the command returns
     assert RequestLog.objects.exists()
 
 
