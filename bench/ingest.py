@@ -131,7 +131,7 @@ def _rows(integration_id: int, n: int, seed: int) -> list[dict]:
 
 def _raw(path: str, rows: list[dict], batch: int) -> tuple[float, int]:
     from monitoring.attempts import COLUMNS
-    from monitoring.recorder import insert_sql
+    from monitoring.storage import insert_sql
 
     sql = insert_sql().replace("%s", "?")
     params = [

@@ -109,7 +109,7 @@ def main() -> None:
         attempts.to_row(attempts.from_fields(integration=integration, **_fields(_event(i))))
         for i in range(args.events)
     ]
-    from monitoring.recorder import _adapter, insert_sql
+    from monitoring.storage import _adapter, insert_sql
 
     adapt = _adapter()
     params = [
