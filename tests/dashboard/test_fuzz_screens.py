@@ -92,8 +92,10 @@ def test_no_action_form_field_gives_a_5xx(signed_in, firing_alert):
 @pytest.mark.parametrize("field", sorted(ProbeForm.base_fields))
 def test_no_probe_form_field_gives_a_5xx_in_the_admin(signed_in, integration, field):
     url = reverse("admin:monitoring_probe_add")
-    base = {"integration": integration.pk, "name": "p", "method": "GET",
-            "url": "https://api.example.com/", "interval_s": 60, "timeout_s": 5,
-            "fail_threshold": 2, "recover_threshold": 2, "headers": "{}", "assertions": "{}"}  # fmt: skip
+    base = {
+        "integration": integration.pk, "name": "p", "method": "GET",
+        "url": "https://api.example.com/", "interval_s": 60, "timeout_s": 5,
+        "fail_threshold": 2, "recover_threshold": 2, "headers": "{}", "assertions": "{}",
+    }  # fmt: skip
     for value in HOSTILE:
         _no_5xx(signed_in.post(url, {**base, field: value}), (field, value[:40]))
