@@ -425,15 +425,7 @@ async def execute(
 
     latency_ms = (time.perf_counter() - started) * 1000
     response = fetched.response
-    verdict = evaluate(
-        assertions,
-        status=response.status_code,
-        latency_ms=latency_ms,
-        headers=response.headers,
-        body=fetched.body,
-        url_scheme=httpx.URL(fetched.url).scheme,
-        cert_days_left=fetched.cert_days_left,
-    )
+    verdict = _judge(assertions, fetched, latency_ms)
     message = verdict.message or f"{response.status_code} in {latency_ms:.0f} ms"
     return RunResult(
         ok=verdict.ok,
@@ -729,15 +721,7 @@ async def _run_step(
         return run
     latency_ms = (time.perf_counter() - started) * 1000
     response = fetched.response
-    verdict = evaluate(
-        assertions,
-        status=response.status_code,
-        latency_ms=latency_ms,
-        headers=response.headers,
-        body=fetched.body,
-        url_scheme=httpx.URL(fetched.url).scheme,
-        cert_days_left=fetched.cert_days_left,
-    )
+    verdict = _judge(assertions, fetched, latency_ms)
     run = RunResult(
         ok=verdict.ok,
         started_at=started_at,
@@ -768,3 +752,17 @@ def _runner(spec: ProbeSpec):
     if spec.steps:
         return _execute_steps
     return None
+
+
+def _judge(assertions, fetched, latency_ms: float):
+    """The assertions' verdict on one fetched response (single probes and each step)."""
+    response = fetched.response
+    return evaluate(
+        assertions,
+        status=response.status_code,
+        latency_ms=latency_ms,
+        headers=response.headers,
+        body=fetched.body,
+        url_scheme=httpx.URL(fetched.url).scheme,
+        cert_days_left=fetched.cert_days_left,
+    )
