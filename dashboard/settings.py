@@ -88,6 +88,9 @@ TEMPLATES = [
 DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
     DATABASES = {"default": database_from_url(DATABASE_URL)}
+    # Parallel runs (several checkouts, one server) each name their own test database.
+    if env_str("PG_TEST_NAME"):
+        DATABASES["default"]["TEST"] = {"NAME": env_str("PG_TEST_NAME")}
 else:
     DATABASES = {
         "default": {
