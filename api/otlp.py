@@ -1,4 +1,4 @@
-"""OTLP/HTTP trace export: decode a request (protobuf or JSON, gzip or not) into Attempts.
+"""OTLP/HTTP trace export: decode a request body (protobuf or JSON) into Attempts.
 
 Only CLIENT spans with HTTP semantic conventions (the stable attribute names and the older
 ones) become attempts, with source ``otlp``; other spans are ignored and counted. The
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -40,7 +40,7 @@ __all__ = [
     "answer",
     "convert",
     "decode",
-    "inflate",
+    "fingerprint",
 ]
 
 PROTOBUF = "application/x-protobuf"
@@ -67,19 +67,6 @@ _HEADER_PREFIX = "http.response.header."
 
 class BadRequest(ValueError):
     """The body is not an OTLP trace export this endpoint can read (→ 400)."""
-
-
-def inflate(body: bytes, limit: int) -> bytes:
-    """A gzip body expanded, refusing (BadRequest) past ``limit`` bytes instead of expanding
-    a bomb."""
-    inflater = zlib.decompressobj(wbits=31)
-    try:
-        data = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise BadRequest(f"body is not valid gzip: {exc}") from None
-    if len(data) > limit or inflater.unconsumed_tail:
-        raise BadRequest(f"body expands past {limit} bytes")
-    return data
 
 
 def _hex_ids_to_base64(value: Any) -> None:
@@ -120,6 +107,29 @@ def decode(body: bytes, media_type: str) -> ExportTraceServiceRequest:
     except (json_format.ParseError, binascii.Error, TypeError, ValueError) as exc:
         raise BadRequest(f"body is not OTLP JSON: {exc}") from None
     return message
+
+
+def fingerprint(message: ExportTraceServiceRequest) -> str:
+    """A digest of the export's span identities (trace id + span id, in any order): an
+    exporter's retry of the same export has the same one. A span without valid ids (OTLP
+    requires them; hand-made JSON may lack them) counts by its whole content instead."""
+    ids = sorted(
+        _identity(span) or span.SerializeToString(deterministic=True)
+        for resource_spans in message.resource_spans
+        for scope_spans in resource_spans.scope_spans
+        for span in scope_spans.spans
+    )
+    digest = hashlib.sha256()
+    for one in ids:
+        digest.update(len(one).to_bytes(4, "big") + one)
+    return digest.hexdigest()
+
+
+def _identity(span: Span) -> bytes:
+    # An all-zero or missing id is invalid in OTLP and identifies nothing: b"".
+    if span.trace_id.strip(b"\0") and span.span_id.strip(b"\0"):
+        return span.trace_id + span.span_id
+    return b""
 
 
 def _value(any_value: Any) -> Any:
@@ -171,6 +181,8 @@ class Batch:
     """What one export request became."""
 
     attempts: list[attempts.Attempt] = field(default_factory=list)
+    #: Each attempt's span identity (trace id + span id), in the same order; b"" if invalid.
+    span_ids: list[bytes] = field(default_factory=list)
     #: Spans refused (bad HTTP attributes, an integration the key may not write …).
     rejected: int = 0
     errors: list[str] = field(default_factory=list)
@@ -326,30 +338,31 @@ def _convert_span(
     }
     start, end = span.start_time_unix_nano, span.end_time_unix_nano
     try:
-        batch.attempts.append(
-            attempts.from_fields(
-                integration=integration,
-                source=Source.OTLP.value,
-                created=None if not start else _datetime(start),
-                latency_ms=max(0.0, (end - start) / 1e6) if end and start else 0.0,
-                method=method.upper()[:10],
-                status=status,
-                outcome=outcome,
-                error_message=message,
-                request_bytes=_int(
-                    _first(attrs, "http.request.body.size", "http.request_content_length")
-                ),
-                response_bytes=_int(
-                    _first(attrs, "http.response.body.size", "http.response_content_length")
-                ),
-                response_headers=headers or None,
-                call_id=span.trace_id.hex()[:32],
-                attempt=resend + 1,
-                **fields,
-            )
+        attempt = attempts.from_fields(
+            integration=integration,
+            source=Source.OTLP.value,
+            created=None if not start else _datetime(start),
+            latency_ms=max(0.0, (end - start) / 1e6) if end and start else 0.0,
+            method=method.upper()[:10],
+            status=status,
+            outcome=outcome,
+            error_message=message,
+            request_bytes=_int(
+                _first(attrs, "http.request.body.size", "http.request_content_length")
+            ),
+            response_bytes=_int(
+                _first(attrs, "http.response.body.size", "http.response_content_length")
+            ),
+            response_headers=headers or None,
+            call_id=span.trace_id.hex()[:32],
+            attempt=resend + 1,
+            **fields,
         )
     except (TypeError, ValueError, OverflowError) as exc:
         batch.reject(f"span not usable: {exc}")
+        return
+    batch.attempts.append(attempt)
+    batch.span_ids.append(_identity(span))
 
 
 def _datetime(nanos: int) -> datetime:

@@ -5,19 +5,24 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.conf import settings
+from django.core.cache import caches
 from django.db.models import F
 from django.http import HttpRequest, HttpResponse
 
 from api import events, otlp
 from api.auth import require_key
-from api.problems import endpoint, problem
+from api.body import read_body
+from api.problems import Problem, endpoint, problem
 from monitoring import attempts
 from monitoring.models import Integration, JobState
 
-__all__ = ["MAX_BYTES", "export", "traces"]
+__all__ = ["DEDUPE_WINDOW_S", "MAX_BYTES", "export", "traces"]
 
 # An SDK's default batch is 512 spans; a few KiB each leaves room. After decompression.
 MAX_BYTES = 8 * 1024 * 1024
+# An exporter gives up on an export within minutes (the Python SDK after six tries, about a
+# minute; a collector's queue after five by default): an hour covers every retry.
+DEDUPE_WINDOW_S = 3600
 
 
 def _problem(status: int, title: str, detail: str, **headers: object) -> HttpResponse:
@@ -29,34 +34,6 @@ def _problem(status: int, title: str, detail: str, **headers: object) -> HttpRes
     )
 
 
-def _read_body(request: HttpRequest, limit: int) -> bytes | HttpResponse:
-    meta = request.META
-    length = meta.get("CONTENT_LENGTH")
-    if length:
-        try:
-            size = int(length)
-        except ValueError:
-            return _problem(400, "Bad Content-Length", f"Content-Length {length[:20]!r}")
-        if size > limit:
-            return _problem(413, "Body too large", f"the limit is {limit} bytes")
-        return request.read(size)
-    if "chunked" not in meta.get("HTTP_TRANSFER_ENCODING", "").lower():
-        return b""
-    # Django sees no Content-Length and hands the view an empty body; a server that decodes
-    # chunked framing (gunicorn) says so with wsgi.input_terminated, so read to its end.
-    if not meta.get("wsgi.input_terminated"):
-        return _problem(
-            411,
-            "Length required",
-            "this server cannot read chunked bodies; send Content-Length, or run Upstream "
-            "under gunicorn or behind a proxy that buffers requests",
-        )
-    data = meta["wsgi.input"].read(limit + 1)
-    if len(data) > limit:
-        return _problem(413, "Body too large", f"the limit is {limit} bytes")
-    return data
-
-
 def _count_ignored(ignored: dict[str, int]) -> None:
     for kind, n in ignored.items():
         name = f"otlp.ignored.{kind}"[:50]
@@ -64,15 +41,39 @@ def _count_ignored(ignored: dict[str, int]) -> None:
         JobState.objects.filter(name=name).update(value=F("value") + n)
 
 
+def _drop_seen(batch: otlp.Batch, sender: str) -> list[str]:
+    """Drop the attempts whose spans this sender's earlier exports stored within the window
+    (an exporter, or a collector between, that re-batches on retry); the cache keys of the
+    spans that remain, to mark once they are stored."""
+    keys = [f"otlp:span:{sender}:{span_id.hex()}" if span_id else "" for span_id in batch.span_ids]
+    seen = caches["default"].get_many([key for key in keys if key])
+    if seen:
+        kept = [i for i, key in enumerate(keys) if key not in seen]
+        batch.attempts = [batch.attempts[i] for i in kept]
+        batch.span_ids = [batch.span_ids[i] for i in kept]
+        keys = [keys[i] for i in kept]
+    return [key for key in keys if key]
+
+
 def export(
     request: HttpRequest,
     *,
     may_write: Callable[[Integration], bool] | None = None,
     may_create: bool = False,
-    store: Callable[[list[dict]], object],
+    store: Callable[[list[dict], str], str],
+    sender: str = "-",
+    seen: Callable[[str], bool] = lambda batch_id: False,
 ) -> HttpResponse:
     """Take one ExportTraceServiceRequest; the caller has authenticated the sender, passes
-    what it may write (``otlp.convert``) and how rows are made durable."""
+    what it may write (``otlp.convert``), how rows are made durable (``events.store``'s
+    answer) and whether a batch id was stored before.
+
+    An exporter that retries an export (its answer was lost, or came too late) sends the
+    same spans again; they are stored once. The export's span fingerprint is its batch id,
+    stored in the same transaction as its rows (exact, across processes, and while spooled);
+    span ids stored in the last ``DEDUPE_WINDOW_S`` (per ``sender``, in the cache) catch
+    the same spans in a differently cut batch.
+    """
     if request.method != "POST":
         return _problem(405, "Method not allowed", "POST an OTLP export", Allow="POST")
     media_type = request.content_type
@@ -81,23 +82,26 @@ def export(
             415, "Unsupported media type", "send application/x-protobuf or application/json"
         )
     limit = settings.UPSTREAM.get("OTLP_MAX_BYTES", MAX_BYTES)
-    body = _read_body(request, limit)
-    if isinstance(body, HttpResponse):
-        return body
-    encoding = request.META.get("HTTP_CONTENT_ENCODING", "").strip().lower()
     try:
-        if encoding == "gzip":
-            body = otlp.inflate(body, limit)
-        elif encoding not in ("", "identity"):
-            return _problem(415, "Unsupported encoding", f"Content-Encoding {encoding[:20]!r}")
-        batch = otlp.convert(
-            otlp.decode(body, media_type), may_write=may_write, may_create=may_create
-        )
+        body = read_body(request, limit)
+    except Problem as exc:
+        return exc.response()
+    try:
+        message = otlp.decode(body, media_type)
     except otlp.BadRequest as exc:
         return _problem(400, "Bad OTLP body", str(exc))
+    batch_id = f"otlp:{otlp.fingerprint(message)}"
+    if seen(batch_id):
+        return HttpResponse(otlp.answer(otlp.Batch(), media_type), content_type=media_type)
+    batch = otlp.convert(message, may_write=may_write, may_create=may_create)
+    fresh = _drop_seen(batch, sender)
     if batch.attempts:
         # Durable before the answer, as for /api/v1/events: in the database, or the spool.
-        store([attempts.to_row(attempt) for attempt in batch.attempts])
+        rows = [attempts.to_row(attempt) for attempt in batch.attempts]
+        if store(rows, batch_id) == "duplicate":
+            # A retry that raced its original in: the original counts everything.
+            return HttpResponse(otlp.answer(otlp.Batch(), media_type), content_type=media_type)
+        caches["default"].set_many(dict.fromkeys(fresh, 1), DEDUPE_WINDOW_S)
     batch.count_unmapped()
     _count_ignored(batch.ignored)
     return HttpResponse(otlp.answer(batch, media_type), content_type=media_type)
@@ -114,5 +118,7 @@ def traces(request: HttpRequest) -> HttpResponse:
         request,
         may_write=(lambda integration: integration.pk in allowed) if allowed else None,
         may_create=key.allow_create,
-        store=lambda rows: events.store(rows, key, ""),
+        store=lambda rows, batch_id: events.store(rows, key, batch_id),
+        sender=str(key.pk),
+        seen=lambda batch_id: events.seen(key, batch_id) is not None,
     )

@@ -29,8 +29,8 @@ Figures
     errors = total - ok (4xx, 5xx and transport failures); error_rate = errors / total.
     Percentiles come from the merged latency histograms (nearest rank, ~1 % relative error,
     clamped to the observed min/max); they are None when there is no traffic.
-    ratelimit_remaining_min is the lowest remaining quota seen and ratelimit_limit the limit
-    reported with it.
+    ratelimit_remaining_min is the tightest quota seen (the lowest share of its limit left,
+    request or token budget) and ratelimit_limit the limit reported with it.
 """
 
 from __future__ import annotations
@@ -443,6 +443,33 @@ def window_totals(
     return out
 
 
+def window_counts(
+    integration_ids: Sequence[int], start: datetime, end: datetime, *, source: str
+) -> dict[int, Count]:
+    """Count fields per integration summed over the minute buckets starting in [start, end).
+
+    window_totals with the status counters kept apart: a webhook verdict needs the 401s
+    (failed verification) rather than every non-2xx answer. One query; `Count.start` is
+    `start`. Integrations without traffic get a zero Count.
+    """
+    out = {iid: Count(start) for iid in integration_ids}
+    if not integration_ids:
+        return out
+    sums = ", ".join(f"SUM({f})" for f in COUNT_FIELDS)
+    sql = (
+        f"SELECT integration_id, {sums} FROM {_TABLE} "  # noqa: S608
+        f"WHERE {_ids_sql(integration_ids)} AND grain = %s "
+        "AND start >= %s AND start < %s AND source = %s AND endpoint = %s "
+        "GROUP BY integration_id"
+    )
+    params = [*integration_ids, Grain.MINUTE, _adapt_at(start), _adapt_at(end)]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, source, ALL_ENDPOINTS])
+        for iid, *values in cursor.fetchall():
+            out[iid] = Count(start, *(v or 0 for v in values))
+    return out
+
+
 # --- Samples of raw rows --------------------------------------------------------------------
 
 
@@ -497,6 +524,27 @@ def recent_errors(
         group.endpoints[f"{method} {path}"] += 1
     ordered = sorted(found.values(), key=lambda g: (-g.count, g.code))
     return ordered[:groups]
+
+
+def recent_error_codes(
+    integration_ids: Sequence[int],
+    start: datetime,
+    end: datetime,
+    *,
+    source: str | None = None,
+    scan: int = 2000,
+) -> dict[int, Counter]:
+    """The newest `scan` failures of these integrations counted by parsed error code ("" for
+    none), per integration: the verdict names a diagnosis that explains most of them."""
+    rows = RequestLog.objects.filter(
+        integration_id__in=list(integration_ids), created__gte=start, created__lt=end
+    ).filter(~Q(outcome=Outcome.OK))  # the partial index reqlog_failures_time's condition
+    if source is not None:
+        rows = rows.filter(source=source)
+    out: dict[int, Counter] = {}
+    for iid, code in rows.order_by("-created").values_list("integration_id", "error_code")[:scan]:
+        out.setdefault(iid, Counter())[code] += 1
+    return out
 
 
 @dataclass
@@ -672,19 +720,42 @@ def _step_starts(start: datetime, end: datetime, step: timedelta) -> list[int]:
 
 _TABLE = MetricBucket._meta.db_table
 _N = len(COUNTERS)
-# The lowest remaining quota and the limit reported with it, as one integer per row so the
-# database can take the minimum of the pair; a missing limit sorts last on a tie.
+# The tightest quota (the lowest share of its limit left, as the rollup merges them; a
+# request or a token budget) and its limit, as one integer per row so the database takes
+# the minimum: the share in 2**-30 steps above the limit, from which the remaining count
+# comes back exactly (to within 1 for limits past 2**30). A quota with no limit known sorts
+# after every share, by its remaining count, unless it is spent.
 _RL_SHIFT = 1 << 32
 _RL_NONE = _RL_SHIFT - 1
+_RL_SCALE = 1 << 30
+_RL_KEY = (
+    "CASE WHEN ratelimit_remaining_min IS NULL THEN NULL"
+    " WHEN ratelimit_limit > 0 AND ratelimit_remaining_min < ratelimit_limit THEN"
+    f" CAST(ratelimit_remaining_min AS BIGINT) * {_RL_SCALE} / ratelimit_limit * {_RL_SHIFT}"
+    " + ratelimit_limit"
+    f" WHEN ratelimit_limit > 0 THEN CAST({_RL_SCALE} AS BIGINT) * {_RL_SHIFT} + ratelimit_limit"
+    f" WHEN ratelimit_remaining_min = 0 THEN {_RL_NONE}"
+    f" ELSE CAST({_RL_SCALE + 1} AS BIGINT) * {_RL_SHIFT} + ratelimit_remaining_min END"
+)
 _AGGREGATES = ", ".join(
     [f"SUM({c})" for c in COUNTERS]
     + [
         "SUM(latency_sum)",
         "MIN(latency_min)",
         "MAX(latency_max)",
-        f"MIN(ratelimit_remaining_min * {_RL_SHIFT} + COALESCE(ratelimit_limit, {_RL_NONE}))",
+        f"MIN({_RL_KEY})",
     ]
 )
+
+
+def _quota(key: int) -> tuple[int, int | None]:
+    """(remaining, limit) from a ``_RL_KEY`` value."""
+    share, low = divmod(int(key), _RL_SHIFT)
+    if share > _RL_SCALE:
+        return low, None
+    if share == 0 and low == _RL_NONE:
+        return 0, None
+    return -(-share * low // _RL_SCALE), low
 
 
 def _read(
@@ -808,8 +879,7 @@ def _figures(acc: list | None) -> dict:
     p = percentiles_encoded(blobs, QUANTILES, lo=lo, hi=hi) if blobs else {}
     remaining = limit = None
     if rl is not None:
-        remaining, limit = divmod(int(rl), _RL_SHIFT)
-        limit = None if limit == _RL_NONE else limit
+        remaining, limit = _quota(rl)
     return {
         **counts,
         "transport_errors": counts["timeouts"]

@@ -12,9 +12,13 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from html import unescape
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 import httpx
+
+if TYPE_CHECKING:
+    from monitoring.presets import Preset
 
 PATH_CAP = 255
 CODE_CAP = 100
@@ -35,6 +39,19 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 _EMAIL = re.compile(r"[^@\s/]+@[^@\s/.]+(?:\.[^@\s/.]+)+")
 _EXTENSION = re.compile(r"(.+)(\.(?:json|xml|csv|txt|html|pdf|png|jpg))", re.IGNORECASE)
 _CASE_SWITCH = re.compile(r"[a-z][A-Z]|[A-Z][a-z]")
+# A prefixed id: Stripe's cus_…, ch_…, pi_…, sk_live_…, Anthropic's msg_…, msgbatch_…, req_…,
+# OpenAI's file-…: a short lower-case prefix (or a few), then a base62 body.
+_PREFIXED = re.compile(r"((?:[a-z]{1,12}[_-]){1,3})([A-Za-z0-9]{10,})")
+# The providers' documented id prefixes: with one of these, a body as long as their ids
+# (Stripe's shortest is 14) is an id whatever it looks like, since a random base62 body can
+# come out all lower case. Other prefixes need an id-shaped body.
+_ID_PREFIXES = frozenset(
+    {"acct", "card", "ch", "chatcmpl", "cus", "evt", "file", "ft", "ftjob", "msg", "msgbatch"}
+    | {"pi", "pk", "pm", "price", "prod", "req", "rk", "seti", "sk", "src", "sub", "tok"}
+    | {"toolu", "txn", "whsec"}
+)
+_ID_BODY_MIN = 14
+_ALNUM_ID_MIN = 10
 _TOKEN_MIN = 16
 
 
@@ -88,18 +105,35 @@ def _template_segment(segment: str) -> str:
         stem = _template_segment(ext[1])
         if stem.startswith("{"):
             return stem + ext[2]
-    if _looks_like_token(value):
-        return "{token}"
+    if _looks_like_id(value):
+        return "{id}"
     return segment
 
 
-def _looks_like_token(value: str) -> bool:
-    # Words in paths are letters; ids and keys mix in digits or flip case at random.
-    if len(value) < _TOKEN_MIN:
+def _looks_like_id(value: str) -> bool:
+    """Whether a segment is an identifier rather than a word: one placeholder, ``{id}``, for
+    every shape, so an endpoint whose ids vary in length or style stays one series."""
+    if len(value) < _ALNUM_ID_MIN:
         return False
+    prefixed = _PREFIXED.fullmatch(value)
+    if prefixed:
+        body = prefixed[2]
+        if _random_alnum(body):
+            return True
+        first = prefixed[1].split("_", 1)[0].split("-", 1)[0]
+        return first in _ID_PREFIXES and len(body) >= _ID_BODY_MIN
+    if value.isascii() and value.isalnum():
+        return _random_alnum(value)
+    # Anything else long (base64url keys, signed ids): a digit gives it away.
+    return len(value) >= _TOKEN_MIN and any(c.isdigit() for c in value)
+
+
+def _random_alnum(value: str) -> bool:
+    # Words in paths are letters (camelCase at most); ids mix in digits or flip case at
+    # random (a word 10+ long with a digit in it is rare).
     if any(c.isdigit() for c in value):
         return True
-    return len(_CASE_SWITCH.findall(value)) >= 6
+    return len(_CASE_SWITCH.findall(value)) >= 4
 
 
 # --- error payloads -----------------------------------------------------------------------
@@ -137,11 +171,18 @@ def parse_error(
     body: bytes,
     content_type: str | None,
     scrub: Callable[[str], str] | None = None,
+    preset: Preset | None = None,
+    status: int | None = None,
+    token_age_s: float | None = None,
 ) -> ParsedError:
     """Pull an error code and message out of a response body; never raises.
 
     ``scrub`` (e.g. ``Redactor().text``) runs before the caps, so a secret cut by a cap is
-    never half-left in the result.
+    never half-left in the result. With the integration's ``preset``, the provider's own
+    error shapes are read first (the generic heuristics below are for everyone else) and
+    its diagnoses (an expired token, API access switched off) replace the code;
+    ``token_age_s`` (how long the caller has used its bearer token, where known) tells an
+    expired token from rejected credentials when the provider answers both alike.
     """
     text = decode_body(body[:BODY_WINDOW], content_type)
     ctype = (content_type or "").lower()
@@ -152,7 +193,8 @@ def parse_error(
             payload = json.loads(text)
         except (ValueError, RecursionError):
             payload = None
-        code, message = _from_json(payload, problem="problem+json" in ctype)
+        found = preset.read_error(payload) if preset is not None else None
+        code, message = found or _from_json(payload, problem="problem+json" in ctype)
     if not code and not message and ("xml" in ctype or head == "<"):
         xml_code, xml_message = _XML_CODE.search(text), _XML_MESSAGE.search(text)
         code = xml_code[1] if xml_code else ""
@@ -161,6 +203,8 @@ def parse_error(
         if "html" in ctype or "xml" in ctype or head == "<":
             text = unescape(_TAG.sub(" ", text))
         message = _first_line(text)
+    if preset is not None:
+        code = preset.diagnose(status, code, message, token_age_s)
     scrub = scrub or (lambda s: s)
     return ParsedError(
         code=_one_line(scrub(code))[:CODE_CAP],
@@ -326,13 +370,18 @@ def _from_epoch(seconds: float) -> datetime | None:
 
 @dataclass(frozen=True, slots=True)
 class RateLimit:
-    """Rate-limit state a response reported; ``reset_at`` is epoch seconds."""
+    """Rate-limit state a response reported; ``reset_at`` is epoch seconds. The request
+    budget (``limit``, ``remaining``, ``reset_at``) and the token budget (``token_*``: for
+    Anthropic the tightest of its token limits) are kept apart."""
 
     limit: int | None = None
     remaining: int | None = None
     reset_at: float | None = None
     retry_after_s: float | None = None
     policy: str = ""
+    token_limit: int | None = None
+    token_remaining: int | None = None
+    token_reset_at: float | None = None
 
 
 _LIMIT_NAMES = ("ratelimit-limit", "x-ratelimit-limit", "x-rate-limit-limit")
@@ -341,6 +390,18 @@ _RESET_NAMES = ("ratelimit-reset", "x-ratelimit-reset", "x-rate-limit-reset")
 _MAX_COUNTER = 2**31 - 1  # what the log's integer columns hold
 _LATEST_RESET = 4_102_444_800  # 2100-01-01
 
+
+# Anthropic: anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-{limit,
+# remaining,reset}, the reset an RFC 3339 time; "tokens" is the most restrictive token limit
+# in effect, the input/output pair count when it is absent.
+_ANTHROPIC = "anthropic-ratelimit-"
+_ANTHROPIC_TOKEN_KINDS = ("tokens", "input-tokens", "output-tokens")
+# OpenAI: x-ratelimit-{limit,remaining,reset}-{requests,tokens}, the reset a Go duration.
+_OPENAI_TOKENS = (
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+)
 
 # Every header name parse_rate_limit reads (the client keeps only the headers the parsers
 # read; the recorder skips parsing when none is present).
@@ -354,6 +415,12 @@ RATE_LIMIT_HEADERS = frozenset(
         "x-ratelimit-limit-requests",
         "x-ratelimit-remaining-requests",
         "x-ratelimit-reset-requests",
+        *_OPENAI_TOKENS,
+        *(
+            f"{_ANTHROPIC}{kind}-{part}"
+            for kind in ("requests", *_ANTHROPIC_TOKEN_KINDS)
+            for part in ("limit", "remaining", "reset")
+        ),
         "x-ratelimit-reset-after",
         "retry-after",
         "retry-after-ms",
@@ -420,14 +487,75 @@ def parse_rate_limit(headers: Mapping[str, str], now: float) -> RateLimit:
         remaining = _integer(h.get("x-ratelimit-remaining-requests"))
     reset = reset if reset is not None else _duration(h.get("x-ratelimit-reset-requests"))
     reset = reset if reset is not None else _number(h.get("x-ratelimit-reset-after"))
+    reset_at = _reset_at(reset, now)
 
+    # Anthropic's request budget, its reset an RFC 3339 time.
+    if limit is None and remaining is None:
+        limit = _integer(h.get(f"{_ANTHROPIC}requests-limit"))
+        remaining = _integer(h.get(f"{_ANTHROPIC}requests-remaining"))
+        reset_at = _rfc3339(h.get(f"{_ANTHROPIC}requests-reset"))
+
+    tokens = _token_budget(h, now)
     return RateLimit(
-        limit=limit if limit is not None and limit <= _MAX_COUNTER else None,
-        remaining=remaining if remaining is not None and remaining <= _MAX_COUNTER else None,
-        reset_at=_reset_at(reset, now),
+        limit=_counter(limit),
+        remaining=_counter(remaining),
+        reset_at=reset_at,
         retry_after_s=_retry_after(h, now),
         policy=policy,
+        token_limit=tokens[0],
+        token_remaining=tokens[1],
+        token_reset_at=tokens[2],
     )
+
+
+def _counter(value: int | None) -> int | None:
+    return value if value is not None and value <= _MAX_COUNTER else None
+
+
+def _token_budget(h: Mapping[str, str], now: float) -> tuple[int | None, int | None, float | None]:
+    """(limit, remaining, reset_at) of the token budget: OpenAI's, else the tightest of
+    Anthropic's (the lowest share left, as ``tighter`` says)."""
+    remaining = _counter(_integer(h.get(_OPENAI_TOKENS[1])))
+    if remaining is not None:
+        limit = _counter(_integer(h.get(_OPENAI_TOKENS[0])))
+        return limit, remaining, _reset_at(_duration(h.get(_OPENAI_TOKENS[2])), now)
+    best: tuple[int | None, int | None, float | None] = (None, None, None)
+    for kind in _ANTHROPIC_TOKEN_KINDS:
+        remaining = _counter(_integer(h.get(f"{_ANTHROPIC}{kind}-remaining")))
+        if remaining is None:
+            continue
+        limit = _counter(_integer(h.get(f"{_ANTHROPIC}{kind}-limit")))
+        if best[1] is None or tighter((remaining, limit), (best[1], best[0])):
+            best = (limit, remaining, _rfc3339(h.get(f"{_ANTHROPIC}{kind}-reset")))
+    return best
+
+
+def tighter(budget: tuple[int, int | None], than: tuple[int, int | None]) -> bool:
+    """Whether the (remaining, limit) budget is tighter than the other: a lower share of its
+    limit left. A budget of unknown limit ranks after every known share unless it is spent;
+    ties go to the fewer left, then the smaller limit."""
+    return budget_order(*budget) < budget_order(*than)
+
+
+def budget_order(remaining: int, limit: int | None) -> tuple[float, int, float]:
+    """The sort key of a (remaining, limit) budget, tightest first (see ``tighter``)."""
+    if limit:
+        return remaining / limit, remaining, limit
+    return (0.0 if remaining <= 0 else math.inf), remaining, math.inf
+
+
+def _rfc3339(value: str | None) -> float | None:
+    """An RFC 3339 time (Anthropic's resets) as epoch seconds; None if it is not one."""
+    if not value:
+        return None
+    try:
+        when = datetime.fromisoformat(value.strip()[:64])
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    at = when.timestamp()
+    return at if 0 <= at <= _LATEST_RESET else None
 
 
 def _sf_items(value: str) -> list[tuple[str, dict[str, str]]]:

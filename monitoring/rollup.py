@@ -31,6 +31,7 @@ from monitoring.models import (
     endpoint_of,
     retain_days,
 )
+from monitoring.parsing import budget_order
 
 # Accumulator layout: the counters (in COUNTERS' order), then these.
 _N = len(COUNTERS)
@@ -77,6 +78,8 @@ ROW_FIELDS = (
     "deprecated",
     "ratelimit_remaining",
     "ratelimit_limit",
+    "token_remaining",
+    "token_limit",
 )
 _LOG_FIELDS = operator.attrgetter(*ROW_FIELDS)
 
@@ -93,11 +96,13 @@ class _Access(NamedTuple):
     deprecated: Callable
     remaining: Callable
     limit: Callable
+    token_remaining: Callable
+    token_limit: Callable
 
     @classmethod
     def of(cls, make: Callable) -> _Access:
         """Getters made by ``make(field name or index, …)``, in ROW_FIELDS' terms."""
-        return cls(make(1), make(0, 2, 3, 4), *(make(i) for i in range(5, 12)))
+        return cls(make(1), make(0, 2, 3, 4), *(make(i) for i in range(5, 14)))
 
 
 _BY_INDEX = _Access.of(operator.itemgetter)  # tuples in ROW_FIELDS order
@@ -138,45 +143,47 @@ def _add_counts(hist: dict[int, int], more: Mapping[int, int]) -> None:
 
 
 def _merge_group_ratelimit(acc: list, group: list, get: _Access) -> None:
-    # What _merge_ratelimit row by row would leave: the lowest remaining, with the smallest
-    # known limit among the rows that report it. Searched with list methods, not a Python
-    # step per row.
+    # What _merge_ratelimit row by row would leave: the tightest budget any row reported,
+    # request or token budget alike. Rows without one (nearly all) are skipped in C.
     remaining = list(map(get.remaining, group))
-    if None in remaining:
-        remaining = [value if value is not None else math.inf for value in remaining]
-    lowest = min(remaining)
-    if lowest is math.inf:
+    tokens = list(map(get.token_remaining, group))
+    if remaining.count(None) == len(remaining) and tokens.count(None) == len(tokens):
         return  # no row reported a quota
-    limit, i = None, remaining.index(lowest)
-    while True:
-        candidate = get.limit(group[i])
-        if candidate is not None and (limit is None or candidate < limit):
-            limit = candidate
-        try:
-            i = remaining.index(lowest, i + 1)
-        except ValueError:
-            break
-    _merge_ratelimit(acc, lowest, limit)
+    best = None
+    for row, left, tokens_left in zip(group, remaining, tokens, strict=True):
+        if left is not None:
+            key = budget_order(left, get.limit(row))
+            if best is None or key < best:
+                best = key
+        if tokens_left is not None:
+            key = budget_order(tokens_left, get.token_limit(row))
+            if best is None or key < best:
+                best = key
+    _merge_ratelimit(acc, best[1], None if best[2] == math.inf else best[2])
 
 
 def _merge_ratelimit(acc: list, remaining: int | None, limit: int | None) -> None:
-    # The lowest remaining wins; on a tie the smaller known limit (the tighter quota). This is
-    # a min over (remaining, limit-or-infinity) pairs, so it is order-independent and merges
-    # of minutes give exactly the hour.
+    # The tightest budget wins: the lowest share of its limit left (parsing.budget_order),
+    # so a token budget at 3 % beats a request budget at 90 % whatever the raw numbers. A
+    # min over one total order, so it is order-independent and merges of minutes give
+    # exactly the hour.
     if remaining is None:
         return
     current = acc[_RL_REM]
-    if (
-        current is None
-        or remaining < current
-        or (
-            remaining == current
-            and limit is not None
-            and (acc[_RL_LIM] is None or limit < acc[_RL_LIM])
-        )
-    ):
+    if current is None or budget_order(remaining, limit) < budget_order(current, acc[_RL_LIM]):
         acc[_RL_REM] = remaining
         acc[_RL_LIM] = limit
+
+
+def _tightest(
+    remaining: int | None, limit: int | None, tokens: int | None, token_limit: int | None
+) -> tuple[int | None, int | None]:
+    """A row's tighter budget of its request and token budgets, as (remaining, limit)."""
+    if tokens is None:
+        return remaining, limit
+    if remaining is None or budget_order(tokens, token_limit) < budget_order(remaining, limit):
+        return tokens, token_limit
+    return remaining, limit
 
 
 class Batch:
@@ -202,6 +209,8 @@ class Batch:
         deprecated: bool = False,
         ratelimit_remaining: int | None = None,
         ratelimit_limit: int | None = None,
+        token_remaining: int | None = None,
+        token_limit: int | None = None,
     ) -> None:
         """Count one attempt (epoch_s: its `created` time in seconds since the epoch)."""
         if latency_ms != latency_ms:
@@ -228,8 +237,10 @@ class Batch:
             acc[_MIN] = latency_ms
         if acc[_MAX] is None or latency_ms > acc[_MAX]:
             acc[_MAX] = latency_ms
-        if ratelimit_remaining is not None:
-            _merge_ratelimit(acc, ratelimit_remaining, ratelimit_limit)
+        if ratelimit_remaining is not None or token_remaining is not None:
+            _merge_ratelimit(
+                acc, *_tightest(ratelimit_remaining, ratelimit_limit, token_remaining, token_limit)
+            )
         hist = acc[_HIST]
         index = bucket_index(latency_ms)
         hist[index] = hist.get(index, 0) + 1
@@ -333,9 +344,15 @@ def apply_dicts(rows: Sequence[Mapping]) -> None:
     """``apply_rows`` for row dicts holding (at least) ``ROW_FIELDS``: the recorder's rows."""
     if not rows:
         return
+    write(count_dicts(rows))
+
+
+def count_dicts(rows: Iterable[Mapping]) -> Batch:
+    """The in-memory half of ``apply_dicts``: count the rows, touch no database (so the
+    writer can do it while PostgreSQL is still busy with the rows' COPY); ``write`` it."""
     batch = Batch()
     batch._count(rows, _BY_KEY)
-    write(batch)
+    return batch
 
 
 # --- Writing buckets ---------------------------------------------------------------------------
@@ -379,7 +396,16 @@ def write(batch: Batch) -> int:
                     row_id, stored_acc = stored
                     merge_into(stored_acc, acc)
                     updates.append([*column_values(stored_acc), row_id])
-            if updates:
+            if updates and sql.update_from:
+                # One statement for the chunk: an UPDATE per key is parsed, planned and
+                # executed on its own, which cost PostgreSQL more than the COPY of the rows.
+                columns = [list(column) for column in zip(*updates, strict=True)]
+                for i in sql.float_columns:
+                    # An array holds one type: a latency that arrived as 120 (an int) beside
+                    # 80.5 would not bind.
+                    columns[i] = [None if v is None else float(v) for v in columns[i]]
+                cursor.execute(sql.update_from, columns)
+            elif updates:
                 cursor.executemany(sql.update, updates)
             if inserts:
                 cursor.executemany(sql.insert, inserts)
@@ -396,6 +422,8 @@ class _Statements:
     insert_empty: str  # {values} is filled in per chunk
     select: str  # {values} is filled in per chunk
     select_for_update: str
+    update_from: str = ""  # PostgreSQL: one UPDATE … FROM unnest(column arrays) per chunk
+    float_columns: tuple[int, ...] = ()  # of update_from's arrays
 
 
 _statements_cache: dict[str, _Statements] = {}
@@ -411,11 +439,15 @@ def _statements() -> _Statements:
     ops = connection.ops
     quote = ops.quote_name
     if vendor == "postgresql":
-        # Typed, so the VALUES list compares cleanly whether parameters are bound client- or
-        # server-side.
-        values_row = "(%s::bigint, %s::varchar, %s::timestamptz, %s::varchar, %s::varchar)"
+        # The keys as one array per column: a short statement whatever the chunk's size,
+        # which psycopg prepares once (a VALUES list of N rows is new text, split and
+        # rendered again for every batch: more of the writer's time than the COPY).
+        values_row = (
+            "SELECT * FROM unnest(%s::bigint[], %s::varchar[], %s::timestamptz[], "
+            "%s::varchar[], %s::varchar[])"
+        )
     else:
-        values_row = "(%s, %s, %s, %s, %s)"
+        values_row = "VALUES (%s, %s, %s, %s, %s)"
     sets = ", ".join(f"{quote(c)} = %s" for c in VALUE_COLUMNS)
     all_columns = ", ".join(map(quote, KEY_COLUMNS + VALUE_COLUMNS))
     marks = ", ".join(["%s"] * (len(KEY_COLUMNS) + len(VALUE_COLUMNS)))
@@ -426,10 +458,24 @@ def _statements() -> _Statements:
     join = " AND ".join(f"b.{quote(c)} = k.{c}" for c in KEY_COLUMNS)
     # The CTE join (not a row-value IN) lets SQLite probe the unique key index per key.
     select = (
-        f"WITH k({', '.join(KEY_COLUMNS)}) AS (VALUES {{values}}) "  # noqa: S608 - constants
+        f"WITH k({', '.join(KEY_COLUMNS)}) AS ({{values}}) "  # noqa: S608 - constants
         f"SELECT b.id, {key_cols}, {cols} FROM k JOIN {_TABLE} b ON {join}"
     )
     order = ", ".join(f"b.{c}" for c in KEY_COLUMNS)
+    update_from = ""
+    float_columns: tuple[int, ...] = ()
+    if vendor == "postgresql":
+        fields = [MetricBucket._meta.get_field(c) for c in VALUE_COLUMNS]
+        float_columns = tuple(
+            i for i, f in enumerate(fields) if f.get_internal_type() == "FloatField"
+        )
+        arrays = ", ".join(f"%s::{f.cast_db_type(connection)}[]" for f in fields)
+        names = ", ".join(map(quote, VALUE_COLUMNS))
+        update_from = (
+            f"UPDATE {_TABLE} AS b SET "  # noqa: S608 - constants
+            + ", ".join(f"{quote(c)} = v.{quote(c)}" for c in VALUE_COLUMNS)
+            + f" FROM unnest({arrays}, %s::bigint[]) AS v({names}, id) WHERE b.id = v.id"
+        )
     found = _Statements(
         locking=connection.features.has_select_for_update,
         adapt_start=ops.adapt_datetimefield_value,
@@ -438,11 +484,13 @@ def _statements() -> _Statements:
         insert=f"INSERT INTO {_TABLE} ({all_columns}) VALUES ({marks})",  # noqa: S608
         insert_empty=(
             f"INSERT INTO {_TABLE} ({key_columns}, {', '.join(COUNTERS)}, latency_sum, "  # noqa: S608
-            f"histogram) SELECT k.*, {zeros}, %s FROM (VALUES {{values}}) AS k "
+            f"histogram) SELECT k.*, {zeros}, %s FROM ({{values}}) AS k "
             f"ORDER BY 1, 2, 3, 4, 5 ON CONFLICT DO NOTHING"
         ),
         select=select,
         select_for_update=f"{select} ORDER BY {order} FOR UPDATE OF b",
+        update_from=update_from,
+        float_columns=float_columns,
     )
     _statements_cache[vendor] = found
     return found
@@ -469,7 +517,10 @@ def column_values(acc: list) -> list:
 
 
 def _values(sql: _Statements, key_params: Sequence[list]) -> tuple[str, list]:
-    return ", ".join([sql.values_row] * len(key_params)), list(itertools.chain(*key_params))
+    if sql.values_row.startswith("SELECT"):  # PostgreSQL: one array per key column
+        return sql.values_row, [list(column) for column in zip(*key_params, strict=True)]
+    rows = ", ".join([sql.values_row[len("VALUES ") :]] * len(key_params))
+    return f"VALUES {rows}", list(itertools.chain(*key_params))
 
 
 def _insert_empty(cursor, sql: _Statements, key_params: Sequence[list]) -> None:

@@ -518,10 +518,11 @@ class RateLimit(Kind):
             title = f"{integ} — rate-limit headroom {headroom:.0f} % ({left})"
             facts = [["Headroom", f"{headroom:.1f} % (threshold {p['headroom_pct']:g} %)"]]
         else:
-            # Burn rate over the stretch since the quota last went up (a reset).
+            # Burn rate over the stretch since the quota last went up (a reset), on the same
+            # budget: the tightest one (requests or tokens) can change from minute to minute.
             run = [series[-1]]
             for point in reversed(series[:-1]):
-                if point[1] < run[-1][1]:
+                if point[1] < run[-1][1] or point[2] != limit:
                     break
                 run.append(point)
             first, last = run[-1], run[0]
@@ -533,7 +534,8 @@ class RateLimit(Kind):
             title = (
                 f"{integ} — rate limit runs out in about {eta:.0f} min ({left}, {burn:,.0f}/min)"
             )
-            facts = [["Projected exhaustion", f"in {eta:.0f} min at {burn:,.1f} calls/min"]]
+            # Calls or tokens: whichever budget is the tightest.
+            facts = [["Projected exhaustion", f"in {eta:.0f} min at {burn:,.1f} a minute"]]
         facts.append(["Remaining", left])
         return [
             Finding(
@@ -754,6 +756,10 @@ class VersionDrift(Kind):
         ]
 
 
+# The webhook kinds live in their own module; it subclasses Kind, so it is imported here,
+# after everything it needs (importing it first still works: the package loads rules first).
+from monitoring.alerts import webhook_rules  # noqa: E402
+
 # In RuleKind's order: the rule form lists the kinds' parameters in this order.
 KINDS: dict[str, type[Kind]] = {
     cls.value: cls
@@ -769,6 +775,7 @@ KINDS: dict[str, type[Kind]] = {
         TrafficStopped,
         ProviderIncident,
         VersionDrift,
+        *webhook_rules.WEBHOOK_KINDS,
     )
 }
 

@@ -184,10 +184,11 @@ def test_a_locked_database_spools_the_batch_and_nothing_is_lost(client, stripe, 
     def locked(rows, **kwargs):
         raise OperationalError("database is locked")
 
-    monkeypatch.setattr(events_view.recorder, "insert_rows", locked)
+    monkeypatch.setattr(events_view.storage, "insert_rows", locked)
     body = {"batch_id": "while-locked", "events": [_event(), _event(status=503)]}
     response = _post(client, key, body)
     assert response.status_code == 202 and response.json()["accepted"] == 2
+    assert RequestLog.objects.count() == 0  # in the spool, not the table, yet
     # A resend while the rows wait in the spool is still a duplicate.
     assert _post(client, key, body).json()["duplicate"] is True
     monkeypatch.undo()
@@ -218,3 +219,50 @@ def test_real_http_through_live_server(live_server, stripe, key):
     assert refused.value.code == 401
     assert refused.value.headers["Content-Type"] == "application/problem+json"
     assert RequestLog.objects.filter(integration=stripe).count() == 3
+
+
+def test_token_budgets_come_through_response_headers(client, stripe, key):
+    # No new event fields: the server parses what it keeps of response_headers.
+    headers = {
+        "anthropic-ratelimit-requests-limit": "50",
+        "anthropic-ratelimit-requests-remaining": "49",
+        "anthropic-ratelimit-requests-reset": "2026-01-02T03:05:00Z",
+        "anthropic-ratelimit-tokens-limit": "40000",
+        "anthropic-ratelimit-tokens-remaining": "1200",
+        "anthropic-ratelimit-tokens-reset": "2026-01-02T03:04:30Z",
+        "x-request-secret": "never kept",
+    }
+    response = _post(client, key, {"events": [_event(response_headers=headers)]})
+    assert response.json()["accepted"] == 1
+    row = RequestLog.objects.get()
+    assert (row.ratelimit_limit, row.ratelimit_remaining) == (50, 49)
+    assert (row.token_limit, row.token_remaining) == (40_000, 1_200)
+    assert row.token_reset.isoformat() == "2026-01-02T03:04:30+00:00"
+    bucket = MetricBucket.objects.filter(integration=stripe, grain="minute", endpoint="").get()
+    assert (bucket.ratelimit_remaining_min, bucket.ratelimit_limit) == (1_200, 40_000)
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (b'"latency_ms": NaN', "latency_ms"),
+        (b'"latency_ms": Infinity', "latency_ms"),
+        (b'"latency_ms": -1', "latency_ms"),
+        (b'"status": true', "status"),
+        (b'"status": 200.0', "status"),
+        (b'"status": 99', "status"),
+        (b'"attempt": 0', "attempt"),
+        (b'"method": ""', "method"),
+        (b'"call_id": "' + b"x" * 33 + b'"', "call_id"),
+        (b'"environment": {"a": 1}', "environment"),
+        (b'"environment": ["production"]', "environment"),
+        (b'"integration": ["stripe"]', "integration"),
+        (b'"integration": "  "', "integration"),
+    ],
+)
+def test_bad_values_are_refused_field_by_field(client, stripe, key, raw, field):
+    # Python's JSON reader takes NaN and Infinity: they must still be refused.
+    event = json.dumps(_event()).encode()[:-1] + b", " + raw + b"}"
+    response = _post(client, key, b'{"events": [' + event + b"]}")
+    assert response.status_code == 202, response.content
+    assert [e["field"] for e in response.json()["errors"]] == [field]

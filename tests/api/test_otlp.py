@@ -8,7 +8,9 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -22,10 +24,12 @@ from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from api import events, otlp, views_otlp
+from api.body import gunzip
+from api.problems import Problem
 from monitoring import attempts, hostmap, recorder
 from monitoring.models import Integration, JobState, RequestLog, UnmappedHost
 
@@ -235,11 +239,16 @@ def test_bad_bodies_raise_bad_request(body, media_type):
 
 
 def test_gzip_is_inflated_and_a_bomb_refused():
-    assert otlp.inflate(gzip.compress(b"abc"), 10) == b"abc"
-    with pytest.raises(otlp.BadRequest, match="expands past"):
-        otlp.inflate(gzip.compress(b"\0" * 10_000_000), 1_000_000)
-    with pytest.raises(otlp.BadRequest, match="not valid gzip"):
-        otlp.inflate(b"plain", 100)
+    # One reader (api.body) serves /api/v1/events and OTLP alike.
+    assert gunzip(gzip.compress(b"abc"), 10) == b"abc"
+    with pytest.raises(Problem, match="once decompressed") as bomb:
+        gunzip(gzip.compress(b"\0" * 10_000_000), 1_000_000)
+    assert bomb.value.status == 413
+    with pytest.raises(Problem, match="corrupt") as plain:
+        gunzip(b"plain", 100)
+    assert plain.value.status == 400
+    with pytest.raises(Problem, match="truncated"):
+        gunzip(gzip.compress(b"abc" * 100)[:-12], 1000)
 
 
 def _sdk_spans(url: str, resource: dict | None = None):
@@ -275,7 +284,7 @@ def test_protobuf_from_the_sdk_encoder_round_trips(stripe):
 @csrf_exempt
 def _open_export(request):
     return views_otlp.export(
-        request, may_create=True, store=lambda rows: events.store(rows, None, "")
+        request, may_create=True, store=lambda rows, batch_id: events.store(rows, None, "")
     )
 
 
@@ -346,7 +355,8 @@ def test_an_oversize_body_is_refused(live_server, db, settings):
         content=gzip.compress(b" " * 5000),
         headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
     )
-    assert response.status_code == 400
+    assert response.status_code == 413
+    assert "once decompressed" in response.json()["detail"]
     response = httpx.post(
         f"{live_server.url}/otlp/v1/traces",
         content=b" " * 5000,
@@ -356,7 +366,11 @@ def test_an_oversize_body_is_refused(live_server, db, settings):
 
 
 def _chunked_post(
-    port: int, body: bytes, content_type: str = otlp.PROTOBUF, key: str = ""
+    port: int,
+    body: bytes,
+    content_type: str = otlp.PROTOBUF,
+    key: str = "",
+    path: str = "/otlp/v1/traces",
 ) -> bytes:
     """POST with Transfer-Encoding: chunked and no Content-Length, as the JS exporter does."""
     chunks = b"".join(
@@ -365,7 +379,7 @@ def _chunked_post(
     )
     with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
         sock.sendall(
-            b"POST /otlp/v1/traces HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"POST " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"Content-Type: "
             + content_type.encode()
             + b"\r\n"
@@ -424,6 +438,17 @@ def test_chunked_bodies_are_read_under_gunicorn(gunicorn, stripe):
     assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
     rows = list(RequestLog.objects.all())
     assert [(r.integration_id, r.status, r.source) for r in rows] == [(stripe.pk, 503, "otlp")]
+
+
+def test_chunked_event_batches_are_read_under_gunicorn_too(gunicorn, stripe):
+    # The same body reader serves /api/v1/events: an SDK that streams its batch works.
+    event = {"integration": "stripe", "method": "GET", "status": 200, "latency_ms": 3}
+    event["url"] = "https://api.stripe.com/v1/balance"
+    body = json.dumps({"batch_id": "chunked", "events": [event] * 3}).encode()
+    answer = _chunked_post(gunicorn, body, otlp.JSON, _key()[1], "/api/v1/events")
+    assert answer.startswith(b"HTTP/1.1 202"), answer[:300]
+    assert b'"accepted": 3' in answer
+    assert RequestLog.objects.filter(integration=stripe, source="ingest").count() == 3
 
 
 @pytest.mark.urls(__name__)
@@ -485,3 +510,122 @@ def test_a_key_limited_to_other_integrations_gets_its_spans_rejected(live_server
     partial = response.json()["partialSuccess"]
     assert (partial["rejectedSpans"], partial["errorMessage"]) == ("1", "may not write 'stripe'")
     assert _recorded() == []
+
+
+# --- an exporter that retries an export stores its spans once --------------------------------
+
+
+class _LossyProxy(ThreadingHTTPServer):
+    """A loopback hop in front of Upstream that forwards every export but loses Upstream's
+    first answer (closes the connection, or answers as a gateway that timed out), as a
+    load balancer does when the server is slow: the exporter then retries spans that are
+    already stored."""
+
+    daemon_threads = True
+
+    def __init__(self, upstream: str, how: str) -> None:
+        self.upstream, self.how, self.forwarded = upstream, how, 0
+        super().__init__(("127.0.0.1", 0), _LossyHandler)
+
+
+class _LossyHandler(BaseHTTPRequestHandler):
+    server: _LossyProxy
+
+    def do_POST(self):
+        length = int(self.headers["Content-Length"])
+        body = self.rfile.read(length)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+        answer = httpx.post(self.server.upstream + self.path, content=body, headers=headers)
+        self.server.forwarded += 1
+        if self.server.forwarded == 1:
+            if self.server.how == "drop":
+                self.close_connection = True
+                return
+            self.send_response(504)
+            self.send_header("Retry-After", "0")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(answer.status_code)
+        for name in ("Content-Type", "Content-Length"):
+            if name in answer.headers:
+                self.send_header(name, answer.headers[name])
+        self.end_headers()
+        self.wfile.write(answer.content)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("how", ["drop", "504"])
+def test_an_exporter_retrying_an_export_stores_its_spans_once(live_server, stripe, how):
+    _, key = _key()
+    proxy = _LossyProxy(live_server.url, how)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        exporter = OTLPSpanExporter(
+            endpoint=f"http://127.0.0.1:{proxy.server_address[1]}/otlp/v1/traces",
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        provider = TracerProvider(resource=Resource.create({"service.name": "shop"}))
+        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=60_000))
+        transport = httpx.MockTransport(lambda r: httpx.Response(200))
+        with httpx.Client(transport=transport) as client:
+            HTTPXClientInstrumentor.instrument_client(client, tracer_provider=provider)
+            for n in range(3):
+                client.get(f"https://api.stripe.com/v1/charges/{n}")
+        assert provider.force_flush(30_000)
+        provider.shutdown()
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert proxy.forwarded == 2  # the export, and the exporter's retry of it
+    rows = _recorded()
+    assert len(rows) == 3
+    assert [row.path for row in rows] == ["/v1/charges/{id}"] * 3
+
+
+def _post_export(url, key, spans):
+    return httpx.post(
+        f"{url}/otlp/v1/traces",
+        content=json.dumps(_json_export(spans)),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+    )
+
+
+def _numbered(n):
+    return _span(STABLE, spanId=f"{n:016x}")
+
+
+def test_a_resent_export_is_a_duplicate_even_when_the_cache_forgot(live_server, stripe):
+    # The span-id window lives in the cache (per process without Redis); the export's
+    # fingerprint is stored with its rows, so a resend to another worker is caught too.
+    from django.core.cache import cache
+
+    _, key = _key()
+    spans = [_numbered(1), _numbered(2)]
+    assert _post_export(live_server.url, key, spans).status_code == 200
+    cache.clear()
+    again = _post_export(live_server.url, key, spans[::-1])
+    assert (again.status_code, again.json()) == (200, {})
+    assert len(_recorded()) == 2
+
+
+def test_spans_resent_in_a_differently_cut_batch_are_stored_once(live_server, stripe):
+    _, key = _key()
+    assert _post_export(live_server.url, key, [_numbered(1), _numbered(2)]).status_code == 200
+    assert _post_export(live_server.url, key, [_numbered(2), _numbered(3)]).status_code == 200
+    assert len(_recorded()) == 3
+    # Another sender's span ids are its own: nothing of theirs is dropped.
+    _, other = _key()
+    assert _post_export(live_server.url, other, [_numbered(3)]).status_code == 200
+    assert len(_recorded()) == 4
+
+
+def test_spans_without_ids_are_never_taken_for_each_other(live_server, stripe):
+    _, key = _key()
+    for where in ("/v1/a", "/v1/b"):
+        span = _span({**STABLE, "url.full": f"https://api.stripe.com{where}"})
+        del span["traceId"], span["spanId"]
+        assert _post_export(live_server.url, key, [span]).status_code == 200
+    assert [row.path for row in _recorded()] == ["/v1/a", "/v1/b"]

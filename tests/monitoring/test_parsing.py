@@ -45,20 +45,20 @@ NOW = 1_700_000_000.0
     [
         ("/v1/users/42/orders/7", "/v1/users/{id}/orders/{id}"),
         ("/v1/items/123e4567-e89b-12d3-a456-426614174000", "/v1/items/{uuid}"),
-        ("/v1/customers/cus_NffrFeUfNV2Hib", "/v1/customers/{token}"),
+        ("/v1/customers/cus_NffrFeUfNV2Hib", "/v1/customers/{id}"),
         (
             "/repos/octo/hello/commits/6dcb09b5b57875f334f61aebed695e2e4193db5e",
-            "/repos/octo/hello/commits/{token}",
+            "/repos/octo/hello/commits/{id}",
         ),
         ("/v3/contacts/jane.doe@example.com", "/v3/contacts/{email}"),
         ("/v3/contacts/jane.doe%40example.co.uk/lists", "/v3/contacts/{email}/lists"),
         (
             "/2010-04-01/Accounts/ACXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX1/Messages/"
             "SM1f0e3c2b6d8a4a7c9e5b3d1f2a4c6e8b.json",
-            "/2010-04-01/Accounts/{token}/Messages/{token}.json",
+            "/2010-04-01/Accounts/{id}/Messages/{id}.json",
         ),
         ("/v1/users/42.json", "/v1/users/{id}.json"),
-        ("/v1/files/NffrFeUfNVHibXyzAbQrT", "/v1/files/{token}"),
+        ("/v1/files/NffrFeUfNVHibXyzAbQrT", "/v1/files/{id}"),
     ],
 )
 def test_it_replaces_ids_with_placeholders(path, expected):

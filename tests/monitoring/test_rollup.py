@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
@@ -61,13 +62,22 @@ def expected_buckets(rows) -> dict[tuple, dict]:
     out = {}
     for key, rs in groups.items():
         status = [r.status for r in rs if r.status is not None]
-        limited = [r for r in rs if r.ratelimit_remaining is not None]
-        lowest = min((r.ratelimit_remaining for r in limited), default=None)
-        limits = [
-            r.ratelimit_limit
-            for r in limited
-            if r.ratelimit_remaining == lowest and r.ratelimit_limit is not None
+        # The tightest budget: the lowest share of its limit left (an unknown limit after
+        # every known share unless spent), then the fewest left, then the smaller limit.
+        budgets = [
+            (
+                r.ratelimit_remaining / r.ratelimit_limit
+                if r.ratelimit_limit
+                else (0.0 if r.ratelimit_remaining == 0 else math.inf),
+                r.ratelimit_remaining,
+                r.ratelimit_limit or math.inf,
+            )
+            for r in rs
+            if r.ratelimit_remaining is not None
         ]
+        tightest = min(budgets, default=None)
+        lowest = tightest[1] if tightest else None
+        limits = [tightest[2]] if tightest and tightest[2] != math.inf else []
         out[key] = {
             "total": len(rs),
             "ok": sum(r.outcome == "ok" for r in rs),
