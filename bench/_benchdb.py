@@ -434,3 +434,142 @@ def _bucket_row(key, acc) -> tuple:
     integration_id, grain, start, source, endpoint = key
     when = _text(start)
     return (integration_id, grain, when, source, endpoint, *rollup.column_values(acc))
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------
+
+
+def open_pg(url: str, rows: int = 2_000_000, *, quiet: bool = False, **kwargs) -> BenchDB:
+    """Point Django at PostgreSQL (``url``, a database it may migrate and fill), holding the
+    very data set of the SQLite benchmark database of the same parameters.
+
+    The SQLite file is built first if needed (in a child process: Django is set up once per
+    process); its rows, buckets and integrations are then copied over with COPY into the
+    day-partitioned RequestLog, once: a copy is reused while its source matches.
+    """
+    import subprocess
+
+    path = Path(kwargs.pop("path", None) or default_path(rows, kwargs.get("integrations", 50)))
+    args = ", ".join(f"{k}={v!r}" for k, v in {"rows": rows, "path": str(path), **kwargs}.items())
+    subprocess.run(
+        [sys.executable, "-c", f"from bench import _benchdb; _benchdb.open_db({args})"],
+        cwd=ROOT,
+        check=True,
+        env={k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
+    )
+    source = _meta(path)
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
+    os.environ.setdefault("DEBUG", "0")
+    os.environ.setdefault("SECRET_KEY", "bench-" + "x" * 60)
+    os.environ.setdefault("ALLOWED_HOSTS", "localhost")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+
+    call_command("migrate", verbosity=0, skip_checks=True)
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE IF NOT EXISTS bench_meta (key text PRIMARY KEY, value text)")
+        cursor.execute("SELECT key, value FROM bench_meta")
+        copied = dict(cursor.fetchall())
+    if copied != source:
+        _copy_to_pg(path, source, quiet)
+    end = datetime.fromisoformat(source["end"])
+    from monitoring.models import Integration
+
+    ids = list(
+        Integration.objects.filter(slug__startswith="bench-")
+        .order_by("created")
+        .values_list("id", flat=True)
+    )
+    days = int(source["days"])
+    return BenchDB(path, rows, days, ids, end - timedelta(days=days), end)
+
+
+def _copy_to_pg(path: Path, meta: dict[str, str], quiet: bool) -> None:
+    from django.db import connection, transaction
+
+    from monitoring import partitions
+    from monitoring.models import Integration, MetricBucket, RequestLog
+
+    started = time.perf_counter()
+    src = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    end = datetime.fromisoformat(meta["end"])
+    first = end - timedelta(days=int(meta["days"]) + 1)
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE bench_meta")
+        cursor.execute(
+            "TRUNCATE monitoring_requestlog, monitoring_metricbucket, monitoring_integration "
+            "RESTART IDENTITY CASCADE"
+        )
+    day = first.date()
+    while day <= end.date() + timedelta(days=1):
+        partitions.create_day(day)
+        day += timedelta(days=1)
+
+    rows = src.execute("SELECT id, name, slug, created FROM monitoring_integration").fetchall()
+    Integration.objects.bulk_create(
+        Integration(id=pk, name=name, slug=slug, created=datetime.fromisoformat(f"{when}+00:00"))
+        for pk, name, slug, when in rows
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT setval(pg_get_serial_sequence('monitoring_integration', 'id'), "
+            "(SELECT max(id) FROM monitoring_integration))"
+        )
+    raw_columns = [
+        "created", "integration_id", "source", "method", "path", "status", "outcome",
+        "latency_ms", "attempt", "ratelimit_limit", "ratelimit_remaining", "deprecated",
+        "scheme", "host",
+    ]  # fmt: skip
+    _copy(src, "monitoring_requestlog", raw_columns, _defaults(RequestLog, raw_columns), quiet)
+    bucket_columns = [f.column for f in MetricBucket._meta.concrete_fields if f.column != "id"]
+    _copy(src, "monitoring_metricbucket", bucket_columns, {}, quiet)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.executemany("INSERT INTO bench_meta VALUES (%s, %s)", list(meta.items()))
+    connection.close()
+    import psycopg
+
+    with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+    _log(
+        quiet,
+        f"bench db: copied {path.name} to PostgreSQL in {time.perf_counter() - started:.0f} s",
+    )
+
+
+def _defaults(model, given: list[str]) -> dict[str, object]:
+    """Columns the copy does not carry, with the model's defaults (NOT NULL without one
+    in the database)."""
+    out = {}
+    for field in model._meta.concrete_fields:
+        if field.column in given or field.primary_key:
+            continue
+        value = field.get_default()
+        if field.get_internal_type() == "JSONField":
+            from psycopg.types.json import Jsonb
+
+            value = Jsonb(value)
+        out[field.column] = value
+    return out
+
+
+def _copy(src, table: str, columns: list[str], constants: dict, quiet: bool = True) -> None:
+    from django.db import connection, transaction
+
+    extra = list(constants)
+    tail = tuple(constants.values())
+    names = ", ".join(columns + extra)
+    cursor = src.execute(f"SELECT {', '.join(columns)} FROM {table}")
+    done = 0
+    with transaction.atomic(), connection.cursor() as pg:
+        pg.execute("SET LOCAL TIME ZONE 'UTC'")  # the source's naive times are UTC
+        with pg.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+            while chunk := cursor.fetchmany(50_000):
+                for row in chunk:
+                    copy.write_row(row + tail)
+                done += len(chunk)
+                if done % 1_000_000 < 50_000:
+                    _log(quiet, f"bench db: {table} {done:,} rows …")

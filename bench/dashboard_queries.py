@@ -8,7 +8,8 @@ the data set's "now" it times, best of --repeat:
   series      metrics.series() for the busiest integration's client calls (a chart)
   summary     metrics.summary() for the same (the page's totals and percentiles)
   top         metrics.top_endpoints() for the same
-  overview    summary_by_integration() + series_by_integration() over all 50 integrations
+  overview    summary_by_integration() + series_by_integration() over all 50 integrations,
+              at the overview page's sparkline step (24 points for 24 h)
 
 and, once each, the same figures computed from the RequestLog rows of that window (what a
 dashboard without buckets would have to read). Answers are compared field by field: counts
@@ -18,6 +19,8 @@ float rounding. The overview's raw peer runs for 24 h only: for 30 d it would re
 Goals: 24 h <= 50 ms, 7 d and 30 d <= 150 ms per query, the 24 h series <= 20 ms (it
 reads 96 quarter-hour buckets), the overview <= 50 ms at every range, >= 50x faster than
 raw, answers equal. Wall-clock times on a shared machine vary; the best of several runs is reported.
+With --database-url postgres://… the same runs on PostgreSQL, over a copy of the SQLite
+benchmark database's data (bench/_benchdb.py, made once and reused).
 """
 
 from __future__ import annotations
@@ -144,13 +147,18 @@ def raw_rows(integration_ids: list[int] | None, lo: int, hi: int):
     from django.db import connection
 
     where = ["source = %s", "created >= %s", "created < %s"]
-    params: list = [SOURCE, _text(lo), _text(hi)]
+    if connection.vendor == "sqlite":
+        epoch = "CAST(strftime('%%s', created) AS INTEGER)"
+        params: list = [SOURCE, _text(lo), _text(hi)]
+    else:
+        epoch = "CAST(floor(extract(epoch FROM created)) AS bigint)"
+        params = [SOURCE, datetime.fromtimestamp(lo, UTC), datetime.fromtimestamp(hi, UTC)]
     if integration_ids is not None:
         where.append(f"integration_id IN ({', '.join(['%s'] * len(integration_ids))})")
         params += integration_ids
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT integration_id, CAST(strftime('%%s', created) AS INTEGER), "
+            f"SELECT integration_id, {epoch}, "
             "method || ' ' || path, status, outcome, latency_ms, attempt, deprecated, "
             "ratelimit_remaining, ratelimit_limit FROM monitoring_requestlog "
             f"WHERE {' AND '.join(where)}",
@@ -241,9 +249,18 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=2_000_000, help="raw rows (default 2 M)")
     parser.add_argument("--repeat", type=int, default=7, help="runs per bucket query")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the benchmark database")
+    parser.add_argument(
+        "--database-url", help="run on PostgreSQL (a scratch database it fills and reuses)"
+    )
     args = parser.parse_args()
 
-    db = _benchdb.open_db(rows=args.rows, rebuild=args.rebuild)
+    if args.database_url:
+        db = _benchdb.open_pg(args.database_url, rows=args.rows, rebuild=args.rebuild)
+    else:
+        db = _benchdb.open_db(rows=args.rows, rebuild=args.rebuild)
+    from django.db import connection
+
+    from dashboard import charts
     from monitoring import metrics
 
     now, iid, ids = db.end, db.busiest, db.integration_ids
@@ -256,13 +273,22 @@ def main() -> int:
     for label, span in WINDOWS.items():
         start = now - span
         opts = {"source": SOURCE, "now": now}
+        spark = charts.spark_step(start, now)
         queries = {
             "series": lambda: metrics.series([iid], start, now, **opts),  # noqa: B023
             "summary": lambda: metrics.summary([iid], start, now, **opts),  # noqa: B023
             "top": lambda: metrics.top_endpoints(iid, start, now, **opts),  # noqa: B023
-            "overview": lambda: (
-                metrics.summary_by_integration(ids, start, now, **opts),  # noqa: B023
-                metrics.series_by_integration(ids, start, now, **opts),  # noqa: B023
+            "overview": lambda s=start, sp=spark: (
+                metrics.summary_by_integration(ids, s, now, **opts),  # noqa: B023
+                # At the overview page's sparkline step (dashboard.charts.spark_step).
+                metrics.series_by_integration(
+                    ids,
+                    s,
+                    now,
+                    grain=sp[0],
+                    step=sp[1],
+                    **opts,  # noqa: B023
+                ),
             ),
         }
         figures: dict[str, dict] = {}
@@ -314,6 +340,7 @@ def main() -> int:
         results[label] = figures
     summary = {
         "rows": db.rows,
+        "database": connection.vendor,
         "integrations": len(ids),
         "results_equal": all_equal,
         "goals_met": goals_met,

@@ -12,8 +12,10 @@ import datetime as dt
 import functools
 from collections.abc import Iterable, Sequence
 
+from django.utils import timezone
+
 from monitoring import metrics
-from monitoring.models import Alert, Grain, ProbeResult
+from monitoring.models import Alert, Grain, ProbeResult, retain_days
 
 # Colours for one line per integration, in the Okabe–Ito order (app.css variables).
 CYCLE = ["info", "warn", "ok", "bad", "violet", "sky"]
@@ -24,13 +26,23 @@ def _utc(when: dt.datetime) -> dt.datetime:
     return when.astimezone(dt.UTC)
 
 
-def step_for(start: dt.datetime, end: dt.datetime) -> tuple[str, dt.timedelta]:
-    """The grain and step of every chart on a page: minutes up to 6 h, hours up to 8 days,
-    days beyond. Coarse on purpose: a point's percentiles cost one merge per bucket it
-    spans, so reading hour buckets for a day keeps a page's merges in the dozens."""
+QUARTER_UP_TO = dt.timedelta(hours=60)
+"""Spans up to this read quarter-hour buckets: 15-minute steps to 30 h (96 points at 24 h),
+30-minute steps beyond (60–120 points)."""
+
+
+def step_for(
+    start: dt.datetime, end: dt.datetime, *, now: dt.datetime | None = None
+) -> tuple[str, dt.timedelta]:
+    """The grain and step of every chart on a page: minutes up to 6 h, quarter-hours up to
+    60 h (while they are kept), hours up to 8 days, days beyond. Coarse on purpose: a
+    point's percentiles cost one merge per bucket it spans, so a point is one or two
+    quarter-hours for a day, not fifteen minutes, and hours for a week."""
     span = end - start
     if span <= dt.timedelta(hours=6):
         grain = Grain.MINUTE
+    elif span <= QUARTER_UP_TO and _kept(Grain.QUARTER, start, now):
+        grain = Grain.QUARTER
     elif span <= dt.timedelta(days=8):
         grain = Grain.HOUR
     else:
@@ -38,10 +50,19 @@ def step_for(start: dt.datetime, end: dt.datetime) -> tuple[str, dt.timedelta]:
     return metrics.choose_step(start, end, grain=grain)
 
 
+def _kept(grain: str, start: dt.datetime, now: dt.datetime | None) -> bool:
+    # A window reaching back past the grain's retention would chart pruned (empty) buckets.
+    keep = retain_days(grain)
+    return keep is None or start >= (now or timezone.now()) - dt.timedelta(days=keep)
+
+
 def spark_step(start: dt.datetime, end: dt.datetime) -> tuple[str, dt.timedelta]:
     """step_for, at most ~48 points: a sparkline (and the overview's 401/403 lines) needs
-    no more, and fifty integrations × fewer points is what keeps the overview fast."""
+    no more, and fifty integrations × fewer points is what keeps the overview fast. Where
+    step_for reads quarter-hours, a sparkline reads hours: 24 points for a day."""
     grain, step = step_for(start, end)
+    if grain == Grain.QUARTER:
+        grain, step = metrics.choose_step(start, end, grain=Grain.HOUR)
     span = end - start
     for g, seconds in metrics.STEPS:
         candidate = dt.timedelta(seconds=seconds)
@@ -61,7 +82,8 @@ def per(step: dt.timedelta) -> str:
 
 
 def label(start: dt.datetime, step: dt.timedelta, span: dt.timedelta) -> str:
-    start = _utc(start)
+    # In the page's zone (the user's profile; UTC unless chosen): axes read like the page.
+    start = timezone.localtime(start)
     if step >= dt.timedelta(days=1):
         return start.strftime("%b %d")
     if span <= dt.timedelta(hours=24):
@@ -72,12 +94,14 @@ def label(start: dt.datetime, step: dt.timedelta, span: dt.timedelta) -> str:
 def labels(points: Sequence, step: dt.timedelta) -> list[str]:
     if not points:
         return []
-    return list(_labels(points[0].start, step, len(points)))
+    zone = timezone.get_current_timezone_name()
+    return list(_labels(points[0].start, step, len(points), zone))
 
 
 @functools.lru_cache(maxsize=64)
-def _labels(first: dt.datetime, step: dt.timedelta, n: int) -> tuple[str, ...]:
-    # Every sparkline on the overview shares one axis: worked out once.
+def _labels(first: dt.datetime, step: dt.timedelta, n: int, zone: str) -> tuple[str, ...]:
+    # Every sparkline on the overview shares one axis: worked out once (per zone, which
+    # `label` reads from the active one: `zone` is here to key the cache).
     span = step * (n - 1)
     return tuple(label(first + i * step, step, span) for i in range(n))
 
@@ -281,3 +305,37 @@ def probe_latency(results: Sequence[ProbeResult]) -> dict:
         "markers": failed,
         "marker_label": "Failed runs",
     }
+
+
+# --- Webhooks: deliveries the provider sends back (source "webhook") -----------------------------
+
+
+def webhook_deliveries(s) -> dict:
+    """Deliveries per period by what Upstream answered: verified, failed verification, rejected."""
+    p = s.points
+    series = [
+        {
+            "key": "verified",
+            "label": "Verified (new or duplicate)",
+            "colour": "ok",
+            "data": [x.s2xx for x in p],
+        },
+        {
+            "key": "failed",
+            "label": "Failed verification (401)",
+            "colour": "bad",
+            "data": [x.s401 for x in p],
+        },
+        {
+            "key": "rejected",
+            "label": "Malformed or too large",
+            "colour": "warn",
+            "data": [x.total - x.s2xx - x.s401 for x in p],
+        },
+    ]
+    return _payload("bars", series, s.step, p, "deliveries", y_title=f"deliveries / {per(s.step)}")
+
+
+def webhook_lag(s) -> dict:
+    """Delivery lag percentiles: the provider's timestamp to receipt (signed schemes only)."""
+    return {**latency(s), "y_title": "delivery lag"}

@@ -1,17 +1,20 @@
 """Write complete request-log rows and their rollup in the caller's transaction.
 
 The one insert path: the recorder's writer, the ingest API (which must be durable before it
-answers), the demo's history loader and the benchmarks all call ``insert_rows``.
+answers), the demo's history loader and the benchmarks all call ``insert_rows``. SQLite gets
+one executemany; PostgreSQL one ``COPY … FROM STDIN`` (psycopg 3), in the same transaction,
+so the exactly-once replay and the rollup beside the rows hold alike on both.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import InterfaceError, OperationalError, connection, transaction
 
@@ -22,14 +25,17 @@ from monitoring.models import Integration, RequestLog
 logger = logging.getLogger(__name__)
 
 try:
+    from monitoring import rollup as _rollup
+
     # Takes the row dicts themselves (tests and the benchmark swap it out or set it to None).
-    from monitoring.rollup import apply_dicts as _apply_rows
+    _apply_rows = _rollup.apply_dicts
 except ImportError:  # pragma: no cover - the rollup module ships with the app
+    _rollup = None
     _apply_rows = None
 
 # A database error that may pass: SQLite locked, PostgreSQL gone.
 TRANSIENT = (OperationalError, InterfaceError)
-DATETIME_FIELDS = ("created", "ratelimit_reset", "deprecation_at", "sunset_at")
+DATETIME_FIELDS = ("created", "ratelimit_reset", "token_reset", "deprecation_at", "sunset_at")
 
 # The database's names for the row's columns, in attempts.COLUMNS order.
 _DB_COLUMNS = tuple(RequestLog._meta.get_field(name).column for name in COLUMNS)
@@ -60,13 +66,38 @@ def _adapter() -> Callable[[datetime], Any]:
 def insert_rows(
     rows: Sequence[dict], *, rollup: bool = True, counters: collections.Counter | None = None
 ) -> None:
-    """INSERT complete row dicts (``COLUMNS``) with one executemany, then roll them up.
+    """Write complete row dicts (``COLUMNS``) in one statement, then roll them up.
 
     Must run inside a transaction. Rows must have ``integration_id`` set. Used by the writer
-    and by bulk loaders (the demo's history); ``bulk_create`` would be ~6× slower here.
+    and by bulk loaders (the demo's history); ``bulk_create`` would be ~6× slower here. On
+    PostgreSQL the rows go through COPY (``copy_rows``), elsewhere one executemany.
     """
     if not rows:
         return
+    apply = _apply_rows if rollup else None
+    if connection.vendor == "postgresql":
+        # The rollup's counting needs no database, so it runs while PostgreSQL is still
+        # busy with the COPY (checks, indexes), on the other core; only its bucket write
+        # waits for the COPY to end. Not when the hook is swapped out (tests, benchmarks).
+        precount = apply is not None and apply is _rollup.apply_dicts
+        counted = copy_rows(rows, then=_count if precount else None)
+        if precount:
+            apply = functools.partial(_write_counted, counted)
+    else:
+        _executemany_rows(rows)
+    if apply is not None:
+        try:
+            with transaction.atomic():  # savepoint: a rollup bug must not lose the raw rows
+                apply(rows)
+        except TRANSIENT:
+            raise
+        except Exception:
+            logger.exception("rollup failed; raw rows kept (run rollup.rebuild)")
+            if counters is not None:
+                counters["rollup_errors"] += 1
+
+
+def _executemany_rows(rows: Sequence[dict]) -> None:
     adapt = _adapter()
     params = []
     append = params.append
@@ -82,16 +113,67 @@ def insert_rows(
             append(values)
     with connection.cursor() as cursor:
         cursor.executemany(insert_sql(), params)
-    if rollup and _apply_rows is not None:
-        try:
-            with transaction.atomic():  # savepoint: a rollup bug must not lose the raw rows
-                _apply_rows(rows)
-        except TRANSIENT:
-            raise
-        except Exception:
-            logger.exception("rollup failed; raw rows kept (run rollup.rebuild)")
-            if counters is not None:
-                counters["rollup_errors"] += 1
+
+
+def copy_rows(rows: Sequence[dict], *, then: Callable[[Sequence[dict]], Any] | None = None) -> Any:
+    """``COPY`` complete row dicts into RequestLog through psycopg 3 (PostgreSQL only).
+
+    Runs on the caller's connection and transaction, like the executemany it replaces:
+    a rolled-back batch leaves no row, and a lock held elsewhere fails after the session's
+    ``lock_timeout`` as a Django ``OperationalError`` (psycopg's errors are translated), so
+    the recorder spills exactly as before. Text format, not binary: PostgreSQL then parses
+    and range-checks every value as it does an INSERT's, where psycopg's binary dumpers
+    silently wrap an integer too large for its column (70000 in a smallint lands as 4464).
+
+    ``then(rows)``, if given, runs after the last row is sent and before the COPY is
+    finished (it must not touch the database); its result is returned.
+    """
+    connection.ensure_connection()
+    connection.validate_no_broken_transaction()
+    result = None
+    with (
+        connection.wrap_database_errors,
+        connection.connection.cursor() as cursor,
+        cursor.copy(_copy_sql()) as copy,
+    ):
+        write_row = copy.write_row
+        for values in map(_row_values, rows):
+            write_row(values)
+        if then is not None:
+            result = then(rows)
+    return result
+
+
+class _CountFailed(NamedTuple):
+    error: Exception
+
+
+def _count(rows: Sequence[dict]) -> Any:
+    # An error here (a NaN latency) must surface in the rollup's savepoint like any other
+    # rollup failure, not abort the COPY: it is kept and raised there.
+    try:
+        return _rollup.count_dicts(rows)
+    except Exception as exc:
+        return _CountFailed(exc)
+
+
+def _write_counted(counted: Any, rows: Sequence[dict]) -> None:
+    if isinstance(counted, _CountFailed):
+        raise counted.error
+    _rollup.write(counted)
+
+
+_copy_sql_cache: dict[str, str] = {}
+
+
+def _copy_sql() -> str:
+    sql = _copy_sql_cache.get(connection.vendor)
+    if sql is None:
+        quote = connection.ops.quote_name
+        columns = ", ".join(quote(column) for column in _DB_COLUMNS)
+        sql = f"COPY {quote(RequestLog._meta.db_table)} ({columns}) FROM STDIN"
+        _copy_sql_cache[connection.vendor] = sql
+    return sql
 
 
 _insert_sql_cache: dict[str, str] = {}

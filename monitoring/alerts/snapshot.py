@@ -145,7 +145,9 @@ class BucketData:
     def _buckets(self, minutes: int):
         grain, since = self.bounds(minutes)
         buckets = MetricBucket.objects.filter(grain=grain, start__gte=since, start__lte=self.now)
-        return buckets.order_by()
+        # Webhook deliveries are the provider's traffic, not our calls: their 401s, lag and
+        # volume have their own rules (monitoring.alerts.webhook_rules).
+        return buckets.exclude(source=Source.WEBHOOK).order_by()
 
     def _for_all(self, buckets):
         # Naming the integrations lets the database seek the bucket key index once per
@@ -167,17 +169,31 @@ class BucketData:
         return self._windows[minutes]
 
     def endpoints(self, minutes: int, integration_id: int) -> dict[str, Counts]:
-        """Per-endpoint counters of one integration; read only when a finding needs them."""
+        """Per-endpoint counters of one integration; read only when a finding needs them.
+
+        A short (minute-grain) window is read for every integration at once the first time
+        any finding asks: one grouped query costs about what one integration's does, and a
+        cycle with many findings asked once per integration. Long windows read hour buckets
+        of one integration at a time (all of them would be hundreds of rows per finding).
+        """
         key = (minutes, integration_id)
         if key not in self._endpoints:
-            rows = (
-                self._buckets(minutes)
-                .filter(integration_id=integration_id)
-                .exclude(endpoint=ALL_ENDPOINTS)
-                .values("endpoint")
-                .annotate(**_SUMS)
-            )
-            self._endpoints[key] = {row["endpoint"]: counts_of(row) for row in rows}
+            grain, _ = self.bounds(minutes)
+            buckets = self._buckets(minutes).exclude(endpoint=ALL_ENDPOINTS)
+            if grain == Grain.MINUTE and integration_id in self.integrations:
+                rows = self._for_all(buckets).values("integration_id", "endpoint").annotate(**_SUMS)
+                found: dict[int, dict[str, Counts]] = {iid: {} for iid in self.integrations}
+                for row in rows:
+                    found.setdefault(row["integration_id"], {})[row["endpoint"]] = counts_of(row)
+                for iid, counts in found.items():
+                    self._endpoints.setdefault((minutes, iid), counts)
+            else:
+                rows = (
+                    buckets.filter(integration_id=integration_id)
+                    .values("endpoint")
+                    .annotate(**_SUMS)
+                )
+                self._endpoints[key] = {row["endpoint"]: counts_of(row) for row in rows}
         return self._endpoints[key]
 
     def latency(
@@ -231,6 +247,7 @@ class BucketData:
             rows = (
                 self._for_all(MetricBucket.objects.order_by())
                 .filter(grain=Grain.HOUR, start__in=self.baseline_hours(), endpoint=ALL_ENDPOINTS)
+                .exclude(source=Source.WEBHOOK)
                 .values("integration_id", "start")
                 .annotate(
                     auth=Sum("s401") + Sum("s403"),

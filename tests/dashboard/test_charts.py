@@ -84,3 +84,29 @@ def test_sparklines_get_a_few_dozen_points_at_every_range():
     }.items():
         got_grain, step = charts.spark_step(end - dt.timedelta(hours=hours), end)
         assert (got_grain, dt.timedelta(hours=hours) / step) == (grain, points)
+
+
+def test_charts_read_quarter_hours_where_they_give_sixty_to_a_hundred_twenty_points():
+    end = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
+    for hours, (grain, points) in {
+        1: ("minute", 60),
+        6: ("minute", 120),
+        12: ("15m", 48),
+        24: ("15m", 96),
+        30: ("15m", 120),
+        48: ("15m", 96),
+        60: ("15m", 120),
+        24 * 7: ("hour", 84),
+        24 * 30: ("day", 30),
+    }.items():
+        got_grain, step = charts.step_for(end - dt.timedelta(hours=hours), end)
+        assert (got_grain, dt.timedelta(hours=hours) / step) == (grain, points), hours
+
+
+def test_a_day_long_ago_reads_hours_once_its_quarter_hours_are_pruned(settings):
+    settings.UPSTREAM = {**settings.UPSTREAM, "RETAIN_RAW_DAYS": 7, "RETAIN_MINUTE_DAYS": 3}
+    now = dt.datetime.now(dt.UTC)
+    recent, old = now - dt.timedelta(days=5), now - dt.timedelta(days=8)
+    assert charts.step_for(recent - dt.timedelta(hours=24), recent)[0] == "15m"
+    grain, step = charts.step_for(old - dt.timedelta(hours=24), old)
+    assert (grain, step) == ("hour", dt.timedelta(hours=1))
