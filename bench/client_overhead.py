@@ -1,19 +1,31 @@
-"""Per-call cost of MonitoredClient vs plain httpx vs httpx with OpenTelemetry instrumentation.
+"""Per-call cost of upstream-client (httpx, httpx2, requests) vs plain calls, OTel and Sentry.
 
 A minimal keep-alive HTTP server runs in a separate process on loopback (so it does not
-compete for this process's GIL). Three clients make sequential GETs: plain
-``httpx.Client`` (the baseline), ``MonitoredClient`` with recording on (rows go to a
-scratch SQLite database through the real recorder, whose writer thread runs meanwhile),
-and ``httpx.Client`` instrumented by ``opentelemetry-instrumentation-httpx`` with an
-in-memory span exporter. Calls are interleaved one by one (each round every client makes
-one call, the order rotating per round): on a shared, noisy machine, interleaving whole
-blocks of calls left a ~100 µs bias between two identical plain clients.
+compete for this process's GIL), and a real Upstream (gunicorn on a scratch SQLite
+database) in another. Clients make sequential GETs, interleaved one by one (each round
+every client makes one call, in a shuffled order: on a shared, noisy machine, interleaving
+whole blocks of calls left a ~100 µs bias between two identical clients):
 
-Printed: median and p99 µs added per call over plain httpx for ours and OTel's, the ratio
-ours/OTel, and rows lost (calls made vs rows in the database after ``recorder.flush()``).
-Goal: ≤ 15 µs added per call, ≤ ¼ of OTel's added cost, 0 lost. The last line is JSON.
+- httpx: plain ``httpx.Client`` (the baseline), ``upstream_client.Client`` shipping to the
+  local Upstream (its Shipper thread batches and posts meanwhile), ``MonitoredClient``
+  (inside Upstream: LocalSink → recorder → the scratch database), and ``httpx.Client``
+  instrumented by OpenTelemetry (in-memory span exporter) and by Sentry (tracing on, a
+  transport that discards envelopes, one transaction per repetition);
+- httpx2: plain ``httpx2.Client`` vs ``upstream_client.httpx2.Client``;
+- requests: plain ``requests.Session`` vs ``upstream_client.requests.Session``.
 
-    python bench/client_overhead.py [--n 2000] [--reps 7]
+Then shipping throughput: one process submits events as fast as it can to a Shipper and
+flushes; events per second until Upstream has acknowledged them all.
+
+Printed: median and p99 µs added per call over each library's plain client, and the median
+CPU time the calling thread spent (load-independent: on a busy shared machine the wall-time
+medians drift by more than the figures measured), ours/OTel and ours/Sentry, rows lost
+(calls made vs rows in Upstream); shipping events/s end to end and the sender thread's own
+CPU per event (its capacity when Upstream is not the bottleneck). Goal: ≤ 15 µs added
+(median) per library, ≤ 1/10 of OTel's added cost, 0 lost, ≥ 20,000 events/s shipped. The
+last line is JSON with every figure.
+
+    python bench/client_overhead.py [--n 1000] [--reps 7] [--events 100000] [--workers 2]
 """
 
 from __future__ import annotations
@@ -21,6 +33,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
+import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +43,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 SERVER = r"""
 import asyncio
@@ -57,31 +72,110 @@ async def main():
 asyncio.run(main())
 """
 
+# (library, ours, plain): each of ours is compared with the plain client of its library.
+PAIRS = (
+    ("httpx", "ours", "plain"),
+    ("httpx2", "ours2", "plain2"),
+    ("requests", "ours_r", "plain_r"),
+)
 
-def _setup_django(workdir: str) -> None:
-    sys.path.insert(0, str(ROOT))
+
+def _setup(workdir: str) -> None:
     from bench import _benchdb
 
+    # As deployed (DEBUG off), and no per-key rate limit in the way of the throughput run.
+    os.environ.update(
+        DEBUG="0",
+        SECRET_KEY="bench-" + "x" * 60,
+        ALLOWED_HOSTS="127.0.0.1",
+        SECURE_SSL_REDIRECT="0",
+        UPSTREAM_API_RATE_PER_S="1000000",
+        UPSTREAM_API_RATE_BURST="1000000",
+    )
     _benchdb.setup_scratch_django(
         os.path.join(workdir, "bench.sqlite3"), os.path.join(workdir, "spool")
     )
 
 
-def _rounds(clients: dict, url: str, n: int) -> dict[str, list[float]]:
-    """n rounds; in each, every client makes one call, in an order that rotates per round,
-    so load drift on a shared machine hits all of them alike."""
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _upstream(workers: int) -> tuple[subprocess.Popen, str]:
+    """gunicorn serving Upstream on the scratch database (the environment set above)."""
+    port = _free_port()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
+         "--workers", str(workers), "--log-level", "warning", "dashboard.wsgi"],
+        cwd=ROOT,
+        env=os.environ.copy(),
+    )  # fmt: skip
+    for _ in range(300):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return child, f"http://127.0.0.1:{port}"
+        except OSError:
+            if child.poll() is not None:
+                raise SystemExit("gunicorn did not start") from None
+            time.sleep(0.1)
+    child.terminate()
+    raise SystemExit("gunicorn did not listen within 30 s")
+
+
+def _sentry_client_class():
+    """An httpx.Client subclass with Sentry's instrumentation, leaving httpx.Client itself
+    (the plain clients and the Shipper's) as it was: Sentry patches the class."""
+    import httpx
+    import sentry_sdk
+    from sentry_sdk.integrations.httpx import HttpxIntegration
+    from sentry_sdk.transport import Transport
+
+    class Discard(Transport):
+        def capture_envelope(self, envelope):
+            pass
+
+    original = httpx.Client.send
+    sentry_sdk.init(
+        dsn="https://public@sentry.invalid/1",
+        transport=Discard,
+        traces_sample_rate=1.0,
+        default_integrations=False,
+        auto_enabling_integrations=False,
+        integrations=[HttpxIntegration()],
+    )
+    patched = httpx.Client.send
+    httpx.Client.send = original
+
+    class SentryClient(httpx.Client):
+        send = patched
+
+    return SentryClient
+
+
+def _rounds(clients: dict, url: str, n: int) -> dict[str, tuple[list[float], list[float]]]:
+    """n rounds; in each, every client makes one call, in an order shuffled per round, so
+    load drift on a shared machine hits all of them alike and no client always follows the
+    same neighbour (a call right after one of its own library's finds its caches warm: a
+    fixed rotation gave each plain client a cold start and ~40 µs extra). Each call's wall
+    time and this thread's CPU time (the client's own work, whatever the scheduler does)."""
     names = list(clients)
     gets = [clients[name].get for name in names]
-    samples: dict[str, list[float]] = {name: [] for name in names}
+    samples = {name: ([], []) for name in names}
     lists = [samples[name] for name in names]
-    clock = time.perf_counter
-    k = len(names)
-    for i in range(n):
-        for j in range(k):
-            index = (i + j) % k
-            start = clock()
+    clock, cpu = time.perf_counter, time.thread_time
+    order = list(range(len(names)))
+    shuffle = random.Random(42).shuffle
+    for _ in range(n):
+        shuffle(order)
+        for index in order:
+            start, start_cpu = clock(), cpu()
             gets[index](url)
-            lists[index].append(clock() - start)
+            end_cpu, end = cpu(), clock()
+            wall, spent = lists[index]
+            wall.append(end - start)
+            spent.append(end_cpu - start_cpu)
     return samples
 
 
@@ -90,26 +184,80 @@ def _p(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def _event(i: int) -> dict:
+    """An event as capture builds it for one call."""
+    return {
+        "integration": "bench-ship",
+        "environment": "production",
+        "time": "2026-12-01T10:00:00.000000+00:00",
+        "method": "POST",
+        "url": f"https://api.stripe.com/v1/customers/cus_{i:014d}",
+        "status": 200 if i % 20 else 429,
+        "latency_ms": 20.0 + i % 300,
+        "request_bytes": 120,
+        "response_bytes": 512,
+        "response_headers": {"content-type": "application/json", "request-id": f"req_{i}"},
+        "call_id": f"{i:016x}",
+        "attempt": 1,
+        "backoff_ms": 0.0,
+        "first_byte_ms": 21.0,
+        "duration_ms": 22.0,
+    }
+
+
+def _ship(url: str, key: str, events: int, workdir: str) -> tuple[float, dict]:
+    from upstream_client.ship import Shipper
+
+    shipper = Shipper(url, key, spool_dir=os.path.join(workdir, "ship-spool"), max_queue=events)
+    batch = [_event(i) for i in range(events)]
+    submit = shipper.submit
+    start = time.perf_counter()
+    for event in batch:
+        submit(event)
+    submitted_s = time.perf_counter() - start
+    if not shipper.flush(timeout=600):
+        raise SystemExit(f"shipping did not finish: {shipper.stats()}")
+    elapsed = time.perf_counter() - start
+    stats = shipper.stats()
+    shipper.close()
+    stats["submit_us"] = submitted_s / events * 1e6
+    # What one sender thread could ship if Upstream answered at once: its own CPU per event.
+    stats["capacity"] = events / stats["sender_cpu_s"] if stats["sender_cpu_s"] else 0.0
+    return events / elapsed, stats
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=2000, help="rounds per repetition")
+    parser.add_argument("--n", type=int, default=1000, help="rounds per repetition")
     parser.add_argument("--reps", type=int, default=7, help="repetitions")
+    parser.add_argument("--events", type=int, default=100_000, help="events shipped")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers of Upstream")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="upstream-bench-") as workdir:
-        _setup_django(workdir)
+        _setup(workdir)
         import httpx
+        import httpx2
+        import requests
+        import sentry_sdk
+        import upstream_client
+        import upstream_client.httpx2
+        import upstream_client.requests
         from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
             InMemorySpanExporter,
         )
+        from upstream_client.ship import Shipper
 
+        from api.models import ApiKey
         from monitoring import recorder
         from monitoring.client import MonitoredClient
         from monitoring.models import RequestLog
 
+        _, key = ApiKey.issue(name="bench", scopes=["ingest"], allow_create=True)
+        upstream, upstream_url = _upstream(args.workers)
         server = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True)
         try:
             port = int(server.stdout.readline())
@@ -119,70 +267,148 @@ def main() -> None:
             exporter = InMemorySpanExporter()
             provider = TracerProvider()
             provider.add_span_processor(SimpleSpanProcessor(exporter))
-            plain = httpx.Client()
             otel = httpx.Client()
             HTTPXClientInstrumentor.instrument_client(otel, tracer_provider=provider)
-            ours = MonitoredClient(integration="bench", environment="sandbox", base_url=base)
-            clients = {"plain": plain, "ours": ours, "otel": otel}
+            shipper = Shipper(upstream_url, key, spool_dir=os.path.join(workdir, "ours-spool"))
+            clients = {
+                "plain": httpx.Client(),
+                "ours": upstream_client.Client(
+                    integration="bench-httpx", environment="sandbox", sink=shipper
+                ),
+                "monitored": MonitoredClient(
+                    integration="bench", environment="sandbox", base_url=base
+                ),
+                "otel": otel,
+                "sentry": _sentry_client_class()(),
+                "plain2": httpx2.Client(),
+                "ours2": upstream_client.httpx2.Client(
+                    integration="bench-httpx2", environment="sandbox", sink=shipper
+                ),
+                "plain_r": requests.Session(),
+                "ours_r": upstream_client.requests.Session(
+                    integration="bench-requests", environment="sandbox", sink=shipper
+                ),
+            }
 
-            _rounds(clients, url, 200)  # warm up connections and caches
-            calls_ours = 200
-            recorder.flush()
+            with sentry_sdk.start_transaction(name="warm-up", op="bench"):
+                _rounds(clients, url, 200)  # warm up connections and caches
+            calls = 200
             samples: dict[str, list[float]] = {name: [] for name in clients}
+            cpu_samples: dict[str, list[float]] = {name: [] for name in clients}
             for _ in range(args.reps):
-                for name, values in _rounds(clients, url, args.n).items():
-                    samples[name] += values
-                calls_ours += args.n
+                with sentry_sdk.start_transaction(name="bench", op="bench"):
+                    for name, (wall, spent) in _rounds(clients, url, args.n).items():
+                        samples[name] += wall
+                        cpu_samples[name] += spent
+                calls += args.n
                 exporter.clear()
             recorder.flush(timeout=120)
-            stats = recorder.stats()
-            rows = RequestLog.objects.filter(integration_id=ours.integration_ref.id).count()
+            shipped_all = shipper.flush(timeout=120)
             for client in clients.values():
                 client.close()
+            shipper.close()
+            rows = {
+                slug: RequestLog.objects.filter(integration__slug=slug).count()
+                for slug in ("bench", "bench-httpx", "bench-httpx2", "bench-requests")
+            }
+
+            rate, ship_stats = _ship(upstream_url, key, args.events, workdir)
+            shipped_rows = RequestLog.objects.filter(integration__slug="bench-ship").count()
         finally:
             server.kill()
             server.wait()
+            upstream.terminate()
+            upstream.wait()
 
     us = 1e6
     median = {name: statistics.median(s) * us for name, s in samples.items()}
     p99 = {name: _p(s, 0.99) * us for name, s in samples.items()}
-    added = {name: median[name] - median["plain"] for name in ("ours", "otel")}
-    added_p99 = {name: p99[name] - p99["plain"] for name in ("ours", "otel")}
-    ratio = added["ours"] / added["otel"] if added["otel"] > 0 else float("nan")
-    lost = calls_ours - rows
-    writer_us = stats["writer_cpu_s"] / max(1, stats["written"]) * us
+    added = {ours: median[ours] - median[plain] for _, ours, plain in PAIRS}
+    added_p99 = {ours: p99[ours] - p99[plain] for _, ours, plain in PAIRS}
+    for peer in ("monitored", "otel", "sentry"):
+        added[peer] = median[peer] - median["plain"]
+        added_p99[peer] = p99[peer] - p99["plain"]
+    cpu = {name: statistics.median(s) * us for name, s in cpu_samples.items()}
+    added_cpu = {ours: cpu[ours] - cpu[plain] for _, ours, plain in PAIRS}
+    for peer in ("monitored", "otel", "sentry"):
+        added_cpu[peer] = cpu[peer] - cpu["plain"]
+
+    def ratio(peer: str, figures: dict[str, float]) -> float:
+        return figures["ours"] / figures[peer] if figures[peer] > 0 else float("nan")
+
+    lost = {slug: calls - found for slug, found in rows.items()}
+    lost["bench-ship"] = args.events - shipped_rows
 
     n_total = args.n * args.reps
     print(f"calls per client: {n_total} (interleaved call by call, {args.reps} × {args.n})")
     for name in clients:
-        print(f"  {name:5s}  median {median[name]:8.1f} µs   p99 {p99[name]:8.1f} µs")
-    print(
-        f"added per call, median: ours {added['ours']:.1f} µs, OTel {added['otel']:.1f} µs; "
-        f"p99: ours {added_p99['ours']:.1f} µs, OTel {added_p99['otel']:.1f} µs"
-    )
-    print(f"ratio ours/OTel (median added): {ratio:.3f}   (goal ≤ 0.25; ≤ 15 µs added)")
-    print(
-        f"rows: expected {calls_ours}, in database {rows}, lost {lost}; writer thread CPU "
-        f"{writer_us:.1f} µs per row (off the caller's thread)"
-    )
-    print(
-        json.dumps(
-            {
-                "bench": "client_overhead",
-                "calls": n_total,
-                "plain_median_us": round(median["plain"], 1),
-                "ours_added_median_us": round(added["ours"], 1),
-                "otel_added_median_us": round(added["otel"], 1),
-                "ours_added_p99_us": round(added_p99["ours"], 1),
-                "otel_added_p99_us": round(added_p99["otel"], 1),
-                "ratio_ours_otel": round(ratio, 3),
-                "rows_expected": calls_ours,
-                "rows_in_db": rows,
-                "rows_lost": lost,
-                "writer_cpu_us_per_row": round(writer_us, 1),
-            }
+        print(
+            f"  {name:9s}  median {median[name]:8.1f} µs   p99 {p99[name]:8.1f} µs   "
+            f"CPU median {cpu[name]:7.1f} µs"
         )
+    for label, name in [(lib, ours) for lib, ours, _ in PAIRS] + [
+        (peer, peer) for peer in ("monitored", "otel", "sentry")
+    ]:
+        print(
+            f"added per call, {label:9s}: median {added[name]:6.1f} µs, "
+            f"p99 {added_p99[name]:7.1f} µs, CPU {added_cpu[name]:6.1f} µs"
+        )
+    print(
+        f"ratio ours/OTel {ratio('otel', added):.3f}, ours/Sentry {ratio('sentry', added):.3f} "
+        f"(median added, httpx); by CPU: ours/OTel {ratio('otel', added_cpu):.3f}, "
+        f"ours/Sentry {ratio('sentry', added_cpu):.3f}  (goal ≤ 0.1; ≤ 15 µs added per library)"
     )
+    print(f"rows lost: {lost} (shipper flushed: {shipped_all})")
+    print(
+        f"shipping: {rate:,.0f} events/s from one process to a local Upstream ({args.workers} "
+        f"gunicorn workers; goal ≥ 20,000), submit {ship_stats['submit_us']:.2f} µs per event, "
+        f"{ship_stats['sent_batches']} batches, {ship_stats['dropped_events']} dropped"
+    )
+    print(
+        f"sender thread CPU: {ship_stats['sender_cpu_s'] / args.events * us:.1f} µs per event "
+        f"(encode, gzip, HTTP): capacity {ship_stats['capacity']:,.0f} events/s of one core; "
+        "the rest of the time is Upstream storing them"
+    )
+    figures = {
+        "bench": "client_overhead",
+        "calls": n_total,
+        "plain_median_us": round(median["plain"], 1),
+        "plain2_median_us": round(median["plain2"], 1),
+        "plain_r_median_us": round(median["plain_r"], 1),
+        "httpx_added_median_us": round(added["ours"], 1),
+        "httpx2_added_median_us": round(added["ours2"], 1),
+        "requests_added_median_us": round(added["ours_r"], 1),
+        "httpx_added_p99_us": round(added_p99["ours"], 1),
+        "httpx2_added_p99_us": round(added_p99["ours2"], 1),
+        "requests_added_p99_us": round(added_p99["ours_r"], 1),
+        "monitored_added_median_us": round(added["monitored"], 1),
+        "otel_added_median_us": round(added["otel"], 1),
+        "sentry_added_median_us": round(added["sentry"], 1),
+        "otel_added_p99_us": round(added_p99["otel"], 1),
+        "sentry_added_p99_us": round(added_p99["sentry"], 1),
+        "ratio_ours_otel": round(ratio("otel", added), 3),
+        "ratio_ours_sentry": round(ratio("sentry", added), 3),
+        "httpx_added_cpu_us": round(added_cpu["ours"], 1),
+        "httpx2_added_cpu_us": round(added_cpu["ours2"], 1),
+        "requests_added_cpu_us": round(added_cpu["ours_r"], 1),
+        "monitored_added_cpu_us": round(added_cpu["monitored"], 1),
+        "otel_added_cpu_us": round(added_cpu["otel"], 1),
+        "sentry_added_cpu_us": round(added_cpu["sentry"], 1),
+        "ratio_ours_otel_cpu": round(ratio("otel", added_cpu), 3),
+        "ratio_ours_sentry_cpu": round(ratio("sentry", added_cpu), 3),
+        "rows_expected": calls,
+        "rows_lost": sum(lost.values()),
+        "rows_lost_by_client": lost,
+        "ship_events": args.events,
+        "ship_events_per_s": round(rate),
+        "ship_submit_us": round(ship_stats["submit_us"], 2),
+        "ship_sender_cpu_us_per_event": round(ship_stats["sender_cpu_s"] / args.events * us, 2),
+        "ship_sender_capacity_per_s": round(ship_stats["capacity"]),
+        "ship_batches": ship_stats["sent_batches"],
+        "ship_dropped": ship_stats["dropped_events"],
+        "upstream_workers": args.workers,
+    }
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

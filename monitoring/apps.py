@@ -22,6 +22,13 @@ class MonitoringConfig(AppConfig):
         # After migrate, when Django has created every model's permissions.
         post_migrate.connect(sync_role_permissions, sender=self)
 
+        # The SDK's capture (upstream_client) records through this process's recorder.
+        from upstream_client import sink
+
+        from monitoring.local_sink import LocalSink
+
+        sink.set_default(LocalSink())
+
 
 class UpstreamAdminConfig(admin_apps.AdminConfig):
     """Django's admin, entered by role (see UpstreamAdminSite), not only by the staff flag."""

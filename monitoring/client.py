@@ -1,44 +1,31 @@
-"""Instrumented httpx clients: every attempt recorded (secrets redacted), retries, rate limits.
+"""Instrumented httpx clients inside Upstream: the SDK's capture, recorded in-process.
 
 ``MonitoredClient`` / ``AsyncMonitoredClient`` are ``httpx.Client`` / ``httpx.AsyncClient``
-whose transport is a ``MonitoringTransport``; existing httpx code can adopt Upstream by
-passing ``transport=MonitoringTransport(wrapped=httpx.HTTPTransport(), integration="x")``.
+whose transport is a ``MonitoringTransport``; existing httpx (or httpx2) code can adopt
+Upstream by passing ``transport=MonitoringTransport(wrapped=…, integration="x")``.
 
-Where the work happens (the caller must not feel it):
-
-* On the caller's thread, per attempt: two clock reads, the URL's parts, the response
-  headers that matter (an allowlist: rate limit, Retry-After, Deprecation/Sunset, API
-  version, Content-Length) and one ``monitoring.attempts.Attempt`` appended to the
-  recorder's queue. Redaction that must happen before queueing is done here, with the
-  integration's ``Policy``, and is cheap: request headers are never taken at all (so
-  Authorization, Cookie, X-Api-Key … cannot leak), URL userinfo is never taken (only the
-  host), query values whose *name* is a secret become ``[redacted]`` (verdicts cached per
-  name), and a ``Link`` header is kept only when it announces a deprecation, scrubbed. A
-  failed response's body and a transport error's message are scrubbed here too: that is
-  the rare path, so its cost is acceptable.
-* On the recorder's writer thread, ``attempts.to_row`` does the rest (path templates,
-  value-shape scrubbing, header and error-payload parsing), as for every other source.
-
-Latency is measured to the response headers (what a transport sees, as OpenTelemetry
-does); the response size is its Content-Length, or the bytes read for a failure.
+Capture itself is ``upstream_client``'s, the same code any app runs (``TransportCore``:
+timing to headers, first byte and end of body, SDK retries as attempts of one call, broken
+streams and SSE error events, the library's own stream and exception types, caller-side
+redaction). This module adds what only Upstream's own process has: the integration's
+``Policy`` (its id, explicit templates, extra redaction names and https rule), the
+``source`` of each row, the throttle, and recording through the in-process recorder
+instead of shipping. On the caller's thread an event becomes one ``Attempt`` appended to
+the recorder's queue; the writer thread's ``attempts.to_row`` does the rest.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-import os
-import random
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from time import perf_counter
 from typing import Any
 
-import anyio
 import httpx
 from django.conf import settings
+from upstream_client._capture import CALLS, Capture, new_call_id
+from upstream_client._httpx import TransportCore
+from upstream_client.retry import RetryPolicy
 
 from monitoring import attempts, parsing, recorder
 from monitoring.attempts import Attempt, Policy, is_loopback
@@ -55,89 +42,153 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 BODY_PARSE_CAP = parsing.BODY_WINDOW
+# ``Attempt(...)`` runs the named tuple's Python ``__new__``; on the hot path the C
+# constructor builds the same Attempt for a fraction of the cost (slots in Attempt's order).
+_new_attempt = tuple.__new__
 
 
 class InsecureRequestRefused(httpx.RequestError):
     """A plain-http call to a non-loopback host of an integration that requires https."""
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """When and how long to retry.
+# --- events → attempts ---------------------------------------------------------------------
 
-    Retries ``retry_on`` statuses (only statuses ≥ 400 count) and connect errors /
-    timeouts, for idempotent methods; POST and PATCH only when the request carries an
-    ``Idempotency-Key`` header. The wait before attempt n+1 is ``backoff * 2**(n-1)``
-    capped at ``max_backoff``, drawn uniformly from [0, that] with ``jitter="full"``, and
-    at least what Retry-After (or, on a 429, the rate-limit reset) asks for. A retry whose
-    wait would push the total past ``max_total_wait`` seconds is not made: the last
-    response is returned (or the last exception raised), as plain httpx would.
-    """
-
-    max_attempts: int = 3
-    backoff: float = 0.5
-    max_backoff: float = 30.0
-    jitter: str | None = "full"
-    retry_on: frozenset[int] = frozenset({429, 502, 503, 504})
-    max_total_wait: float = 60.0
-
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError("RetryPolicy.max_attempts must be at least 1")
-        if self.backoff < 0 or self.max_backoff < 0 or self.max_total_wait < 0:
-            raise ValueError("RetryPolicy waits must not be negative")
-        if self.jitter not in ("full", None):
-            raise ValueError('RetryPolicy.jitter must be "full" or None')
-        object.__setattr__(self, "retry_on", frozenset(self.retry_on))
-
-    def backoff_for(self, attempt: int) -> float:
-        """The wait before ``attempt + 1`` (attempt counts from 1), before Retry-After."""
-        wait = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
-        return random.uniform(0, wait) if self.jitter == "full" else wait
+_split_cache: dict[str, tuple[str, str, int | None, str, str]] = {}
 
 
-# --- call ids ------------------------------------------------------------------------------
+def _split(url: str) -> tuple[str, str, int | None, str, str]:
+    """(scheme, host, port or None, path, query) of a URL the SDK built; cached."""
+    found = _split_cache.get(url)
+    if found is None:
+        scheme, _, rest = url.partition("://")
+        rest, _, query = rest.partition("?")
+        netloc, slash, path = rest.partition("/")
+        host, port = netloc, None
+        if netloc.startswith("["):
+            host, _, after = netloc[1:].partition("]")
+            if after.startswith(":") and after[1:].isdigit():
+                port = int(after[1:])
+        elif ":" in netloc:
+            host, _, digits = netloc.rpartition(":")
+            port = int(digits) if digits.isdigit() else None
+        if port == (443 if scheme == "https" else 80):
+            port = None
+        found = (scheme, host, port, slash + path if slash else "/", query)
+        if len(_split_cache) > 4096:
+            _split_cache.clear()
+        _split_cache[url] = found
+    return found
 
 
-def _call_ids() -> Iterator[str]:
-    """Process prefix + a hex counter; ``next()`` of it runs in C, once per call."""
-    return map(f"{uuid.uuid4().hex[:16]}{{:x}}".format, itertools.count(1))
+class _Recorded(Capture):
+    """The SDK's capture with this process's recorder as its sink and the integration's
+    policy on every attempt."""
 
+    def __init__(self, ref: Policy, source: str) -> None:
+        self.integration = ref.slug
+        self.environment = ref.environment or "sandbox"
+        self._sink = None
+        self.calls = CALLS
+        self.ref = ref
+        self.source = source
+        self._record = recorder.get().record
 
-_call_ids_left = _call_ids()
+    def event(
+        self,
+        method: str,
+        url: str,
+        wall: float,
+        latency_ms: float,
+        status: int | None,
+        request_bytes: int | None,
+        headers: dict[str, str] | None,
+        call_id: str,
+        attempt: int,
+        backoff_ms: float,
+        facts: dict | None = None,
+    ) -> dict:
+        # The SDK's event, but the time stays epoch seconds: it never leaves the process.
+        event = {
+            "method": method,
+            "url": url,
+            "time": wall,
+            "status": status,
+            "latency_ms": latency_ms,
+            "request_bytes": request_bytes,
+            "response_bytes": None,
+            "response_headers": headers,
+            "call_id": call_id,
+            "attempt": attempt,
+            "backoff_ms": backoff_ms,
+            "streamed": False,
+        }
+        if facts:
+            event.update(facts)
+        return event
 
+    def submit(self, event: dict) -> None:
+        try:
+            self._record(self._attempt(event))
+        except Exception:  # recording must never break the caller's call
+            logger.exception("Upstream: an attempt was not recorded")
 
-def _after_fork() -> None:
-    global _call_ids_left
-    _call_ids_left = _call_ids()
-
-
-# ``Attempt(...)`` runs the named tuple's Python ``__new__``; on the hot path the C
-# constructor builds the same Attempt for a fraction of the cost (slots in Attempt's order).
-_new_attempt = tuple.__new__
-
-
-os.register_at_fork(after_in_child=_after_fork)
+    def _attempt(self, event: dict) -> Attempt:
+        ref = self.ref
+        scheme, host, port, path, query = _split(event["url"])
+        if query and ref.redact_names:
+            query = ref.redact_query(query)
+        headers = event["response_headers"]  # the writer keeps what it parses
+        content_type = None
+        status = event["status"]
+        body = event.get("error_body")
+        message = None
+        if body is not None:
+            if status is None:
+                message, body = ref.redactor.text(body)[:500], None
+            else:
+                body, content_type = ref.scrub_body(
+                    body.encode(), (headers or {}).get("content-type")
+                )
+        given = {
+            "first_byte_ms": event.get("first_byte_ms"),
+            "duration_ms": event.get("duration_ms"),
+        }
+        if event["streamed"]:
+            given["streamed"] = True
+        if "stream_error" in event:
+            given["error_code"] = event["stream_error"]
+        for name in ("key_fingerprint", "version_header", "token_age_s"):
+            if name in event:
+                given[name] = event[name]
+        return _new_attempt(Attempt, (
+            ref.ident, self.source, event["time"], event["latency_ms"], event["method"], scheme,
+            host, port, path, query or None, status, event.get("outcome"),
+            event["request_bytes"], event["response_bytes"], headers, event["call_id"],
+            event["attempt"], event["backoff_ms"], message, body, content_type, given,
+        ))  # fmt: skip
 
 
 # --- the transport -----------------------------------------------------------------------------
 
 
-class MonitoringTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
-    """Wraps an httpx transport (sync or async): records every attempt, retries, throttles.
+class MonitoringTransport(TransportCore, httpx.BaseTransport, httpx.AsyncBaseTransport):
+    """Wraps an httpx or httpx2 transport (sync or async): records every attempt, retries,
+    throttles.
 
     ``integration`` is a slug (created as a sandbox integration on first use unless
     ``environment`` says otherwise) or an ``Integration``. ``throttle`` (0–1): when the
     provider reports less than that fraction of its quota left, calls are spaced out until
     the reset instead of burning what is left (this parses rate-limit headers on the
     caller's thread, so it costs a few µs per call). ``source`` is stored on every row.
+    ``retry`` never stacks on an SDK that retries by itself (see ``RetryPolicy``).
     """
+
+    _admitting = True  # the https rule and the throttle run before every call
 
     def __init__(
         self,
-        wrapped: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
+        wrapped: Any = None,
         *,
         integration: str | Integration,
         environment: str | None = None,
@@ -151,12 +202,17 @@ class MonitoringTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             raise ValueError("throttle must be a fraction between 0 and 1")
         if source not in Source.values:
             raise ValueError(f"source must be one of {', '.join(Source.values)}")
-        self._wrapped = wrapped
         self._ref = _ref or attempts.policy_for(integration, environment, base_url)
-        self._retry = retry
-        self._throttle = throttle
         self._source = str(source)
-        self._record = recorder.get().record
+        try:
+            self._setup(
+                wrapped, self._ref.slug, None, retry, None, _Recorded(self._ref, self._source)
+            )
+        except TypeError:  # a transport of neither library: the first request says which
+            self._setup(None, self._ref.slug, None, retry, None, _Recorded(self._ref, self._source))
+            self._wrapped = wrapped
+        self._throttle = throttle
+        self._observing = bool(throttle)
         self._quota: tuple[int, int, float] | None = None  # remaining, limit, reset epoch
         self._next_slot = 0.0
 
@@ -164,186 +220,25 @@ class MonitoringTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
     def integration_id(self) -> int | None:
         return self._ref.id
 
-    # -- sync ----------------------------------------------------------------------------------
+    # -- the hooks of the SDK's capture ------------------------------------------------------
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if self._wrapped is None:
-            self._wrapped = httpx.HTTPTransport()
-        wrapped = self._wrapped
-        url = request.url._uri_reference  # the parsed parts; the public properties cost 4×
-        ref = self._ref
-        if url.scheme == "http" and ref.require_https and not is_loopback(url.host):
-            self._refuse(request, url)
-        call_id = next(_call_ids_left)
-        waited = self._throttle_wait() if self._throttle else 0.0
-        if waited:
-            time.sleep(waited)
-        total_wait = waited
-        attempt = 1
-        while True:
-            wall = time.time()
-            start = perf_counter()
-            try:
-                response = wrapped.handle_request(request)
-            except Exception as exc:
-                elapsed = perf_counter() - start
-                delay = self._exception_delay(request, exc, attempt, total_wait)
-                self._emit_exception(request, url, exc, wall, elapsed, call_id, attempt, waited)
-                if delay is None:
-                    raise
-                time.sleep(delay)
-                waited, total_wait, attempt = delay, total_wait + delay, attempt + 1
-                continue
-            elapsed = perf_counter() - start
-            status = response.status_code
-            kept = ref.kept_headers(response.headers._list)
-            if status < 400:
-                self._record(
-                    _new_attempt(Attempt, (
-                        ref.ident, self._source, wall, elapsed * 1000.0, request.method,
-                        url.scheme, url.host, url.port, url.path,
-                        ref.redact_query(url.query) if url.query else None,
-                        status, None, _request_bytes(request), None, kept, call_id, attempt,
-                        waited * 1000.0, None, None, None, None,
-                    ))
-                )  # fmt: skip
-                if self._throttle:
-                    self._note_quota(kept, wall)
-                return response
-            try:
-                raw = b"".join(response.stream)
-            except Exception as exc:
-                self._emit_exception(request, url, exc, wall, elapsed, call_id, attempt, waited)
-                raise
-            finally:
-                response.stream.close()
-            # The caller still reads the body (and httpx still times it) as usual.
-            response.stream = httpx.ByteStream(raw)
-            delay = self._status_delay(request, status, kept, attempt, total_wait, wall)
-            self._emit_failure(
-                request, url, response, raw, kept, wall, elapsed, call_id, attempt, waited
-            )
-            if self._throttle:
-                self._note_quota(kept, wall)
-            if delay is None:
-                return response
-            time.sleep(delay)
-            waited, total_wait, attempt = delay, total_wait + delay, attempt + 1
+    def _admit(self, request: Any, url: str) -> float:
+        parts = request.url._uri_reference
+        if parts.scheme == "http" and self._ref.require_https and not is_loopback(parts.host):
+            self._refuse(request, parts)
+        return self._throttle_wait() if self._throttle else 0.0
 
-    def close(self) -> None:
-        if isinstance(self._wrapped, httpx.BaseTransport):
-            self._wrapped.close()
+    def _observe(self, headers: dict[str, str] | None, wall: float) -> None:
+        limits = parsing.parse_rate_limit(headers or {}, wall)
+        if limits.limit and limits.remaining is not None and limits.reset_at:
+            self._quota = (limits.remaining, limits.limit, limits.reset_at)
 
-    # -- async ---------------------------------------------------------------------------------
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self._wrapped is None:
-            self._wrapped = httpx.AsyncHTTPTransport()
-        wrapped = self._wrapped
-        url = request.url._uri_reference
-        ref = self._ref
-        if url.scheme == "http" and ref.require_https and not is_loopback(url.host):
-            self._refuse(request, url)
-        call_id = next(_call_ids_left)
-        waited = self._throttle_wait() if self._throttle else 0.0
-        if waited:
-            await anyio.sleep(waited)
-        total_wait = waited
-        attempt = 1
-        while True:
-            wall = time.time()
-            start = perf_counter()
-            try:
-                response = await wrapped.handle_async_request(request)
-            except Exception as exc:
-                elapsed = perf_counter() - start
-                delay = self._exception_delay(request, exc, attempt, total_wait)
-                self._emit_exception(request, url, exc, wall, elapsed, call_id, attempt, waited)
-                if delay is None:
-                    raise
-                await anyio.sleep(delay)
-                waited, total_wait, attempt = delay, total_wait + delay, attempt + 1
-                continue
-            elapsed = perf_counter() - start
-            status = response.status_code
-            kept = ref.kept_headers(response.headers._list)
-            if status < 400:
-                self._record(
-                    _new_attempt(Attempt, (
-                        ref.ident, self._source, wall, elapsed * 1000.0, request.method,
-                        url.scheme, url.host, url.port, url.path,
-                        ref.redact_query(url.query) if url.query else None,
-                        status, None, _request_bytes(request), None, kept, call_id, attempt,
-                        waited * 1000.0, None, None, None, None,
-                    ))
-                )  # fmt: skip
-                if self._throttle:
-                    self._note_quota(kept, wall)
-                return response
-            try:
-                raw = b"".join([chunk async for chunk in response.stream])
-            except Exception as exc:
-                self._emit_exception(request, url, exc, wall, elapsed, call_id, attempt, waited)
-                raise
-            finally:
-                await response.stream.aclose()
-            response.stream = httpx.ByteStream(raw)
-            delay = self._status_delay(request, status, kept, attempt, total_wait, wall)
-            self._emit_failure(
-                request, url, response, raw, kept, wall, elapsed, call_id, attempt, waited
-            )
-            if self._throttle:
-                self._note_quota(kept, wall)
-            if delay is None:
-                return response
-            await anyio.sleep(delay)
-            waited, total_wait, attempt = delay, total_wait + delay, attempt + 1
-
-    async def aclose(self) -> None:
-        if isinstance(self._wrapped, httpx.AsyncBaseTransport):
-            await self._wrapped.aclose()
-
-    # -- shared --------------------------------------------------------------------------------
-
-    def _retryable(self, request: httpx.Request) -> bool:
-        keyed = request.method in ("POST", "PATCH") and "idempotency-key" in request.headers
-        if request.method not in IDEMPOTENT_METHODS and not keyed:
-            return False
-        try:
-            request.content  # noqa: B018 - a streamed body cannot be sent twice
-        except httpx.RequestNotRead:
-            return False
-        return True
-
-    def _exception_delay(
-        self, request: httpx.Request, exc: Exception, attempt: int, total_wait: float
-    ) -> float | None:
-        retry = self._retry
-        if retry is None or attempt >= retry.max_attempts:
+    def _status_delay(self, retry, method, status, headers, attempt, total_wait, retryable):
+        if status not in retry.retry_on or attempt >= retry.max_attempts or not retryable:
             return None
-        if not isinstance(exc, httpx.TimeoutException | httpx.ConnectError):
-            return None
-        if not self._retryable(request):
-            return None
+        now = time.time()
         delay = retry.backoff_for(attempt)
-        return delay if total_wait + delay <= retry.max_total_wait else None
-
-    def _status_delay(
-        self,
-        request: httpx.Request,
-        status: int,
-        kept: list,
-        attempt: int,
-        total_wait: float,
-        now: float,
-    ) -> float | None:
-        retry = self._retry
-        if retry is None or status not in retry.retry_on or attempt >= retry.max_attempts:
-            return None
-        if not self._retryable(request):
-            return None
-        delay = retry.backoff_for(attempt)
-        limits = parsing.parse_rate_limit(_decoded(kept), now)
+        limits = parsing.parse_rate_limit(headers or {}, now)
         asked = limits.retry_after_s
         if asked is None and status == 429 and limits.reset_at is not None:
             asked = max(0.0, limits.reset_at - now)
@@ -368,67 +263,7 @@ class MonitoringTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         self._next_slot = slot + (reset_at - now) / remaining
         return slot - now
 
-    def _note_quota(self, kept: list, now: float) -> None:
-        limits = parsing.parse_rate_limit(_decoded(kept), now)
-        if limits.limit and limits.remaining is not None and limits.reset_at:
-            self._quota = (limits.remaining, limits.limit, limits.reset_at)
-
-    def _emit_failure(
-        self,
-        request: httpx.Request,
-        url: Any,
-        response: httpx.Response,
-        raw: bytes,
-        kept: list,
-        wall: float,
-        elapsed: float,
-        call_id: str,
-        attempt: int,
-        waited: float,
-    ) -> None:
-        content_type = response.headers.get("content-type", "")
-        try:
-            decoded = httpx.Response(
-                response.status_code, headers=response.headers, stream=httpx.ByteStream(raw)
-            ).read()[:BODY_PARSE_CAP]
-        except httpx.DecodingError:
-            decoded = raw[:BODY_PARSE_CAP]
-        ref = self._ref
-        scrubbed, mime = ref.scrub_body(decoded, content_type)
-        self._record(
-            _new_attempt(Attempt, (
-                ref.ident, self._source, wall, elapsed * 1000.0, request.method, url.scheme,
-                url.host, url.port, url.path,
-                ref.redact_query(url.query) if url.query else None, response.status_code,
-                None, _request_bytes(request), len(raw), kept, call_id, attempt,
-                waited * 1000.0, None, scrubbed, mime, None,
-            ))
-        )  # fmt: skip
-
-    def _emit_exception(
-        self,
-        request: httpx.Request,
-        url: Any,
-        exc: BaseException,
-        wall: float,
-        elapsed: float,
-        call_id: str,
-        attempt: int,
-        waited: float,
-    ) -> None:
-        ref = self._ref
-        message = ref.redactor.text(f"{type(exc).__name__}: {exc}")[:500]
-        self._record(
-            _new_attempt(Attempt, (
-                ref.ident, self._source, wall, elapsed * 1000.0, request.method, url.scheme,
-                url.host, url.port, url.path,
-                ref.redact_query(url.query) if url.query else None, None,
-                parsing.classify_exception(exc), _request_bytes(request), None, None, call_id,
-                attempt, waited * 1000.0, message, None, None, None,
-            ))
-        )  # fmt: skip
-
-    def _refuse(self, request: httpx.Request, url: Any) -> None:
+    def _refuse(self, request: Any, url: Any) -> None:
         ref = self._ref
         policy = settings.UPSTREAM.get("HTTPS_POLICY", "refuse")
         label = f"{ref.slug} · {ref.environment or 'sandbox'}"
@@ -444,13 +279,13 @@ class MonitoringTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             f"Upstream refused a plain-http call to {url.host}: integration {label} requires "
             "https (use an https:// URL, untick require_https, or set UPSTREAM_HTTPS_POLICY=flag)"
         )
-        self._record(
+        recorder.get().record(
             _new_attempt(Attempt, (
                 ref.ident, self._source, time.time(), 0.0, request.method, url.scheme,
                 url.host, url.port, url.path,
                 ref.redact_query(url.query) if url.query else None, None,
                 Outcome.BLOCKED.value, _request_bytes(request), None, None,
-                next(_call_ids_left), 1, 0.0, message[:500], None, None, None,
+                new_call_id(), 1, 0.0, message[:500], None, None, None,
             ))
         )  # fmt: skip
         raise InsecureRequestRefused(message, request=request)
@@ -460,29 +295,26 @@ _flagged: dict[tuple[str, str], bool] = {}
 
 
 class _RedactHttpxLog(logging.Filter):
-    """httpx logs each request's URL at INFO; userinfo and secret query values must not
-    reach the logs either."""
+    """httpx and httpx2 log each request's URL at INFO; userinfo and secret query values
+    must not reach the logs either."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
-        if isinstance(args, tuple) and len(args) >= 2 and isinstance(args[1], httpx.URL):
+        if isinstance(args, tuple) and len(args) >= 2 and hasattr(args[1], "_uri_reference"):
             record.args = (args[0], _LOG_REDACTOR.url(str(args[1])), *args[2:])
         return True
 
 
 _LOG_REDACTOR = Redactor()
 logging.getLogger("httpx").addFilter(_RedactHttpxLog())
+logging.getLogger("httpx2").addFilter(_RedactHttpxLog())
 
 
-def _request_bytes(request: httpx.Request) -> int | None:
+def _request_bytes(request: Any) -> int | None:
     try:
         return len(request.content)
-    except httpx.RequestNotRead:
+    except (httpx.RequestNotRead, Exception):
         return None  # a streamed upload: its size is not known up front
-
-
-def _decoded(kept: list | None) -> dict[str, str]:
-    return {k.decode("latin-1"): v.decode("latin-1") for k, v in kept or ()}
 
 
 # --- the clients -------------------------------------------------------------------------------
