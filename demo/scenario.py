@@ -1,22 +1,28 @@
 """The demo scenario: its integrations and probes, seven days of history, live traffic.
 
-``seed_history()`` bulk-inserts raw request rows (and their metric buckets, in the same
-transaction) for three demo integrations — a 401 spike two days ago, a deprecated
-endpoint, rate-limit headroom, the odd 5xx and timeout — once; a second call does nothing.
-``setup_demo_probes()`` gives the same integrations probes against the sandbox provider.
-``run_traffic()`` calls the sandbox provider through ``MonitoredClient`` at a gentle rate
-until told to stop (``python manage.py demo_traffic``).
+The demo integrations are built from presets, through the same code as
+``manage.py add_integration`` (``monitoring.presets.setup``): Stripe (the sandbox's own
+Stripe-like API), Paubox and OpenPanel (the sandbox's personalities, with their real paths,
+auth and errors) and a generic CRM. ``seed_history()`` bulk-inserts raw request rows (and
+their metric buckets, in the same transaction) — a 401 spike two days ago, an expired
+OpenPanel token yesterday, a deprecated endpoint, rate-limit headroom where the provider
+publishes it, the odd 5xx and timeout — once; a second call does nothing.
+``setup_demo_probes()`` gives the same integrations probes against the sandbox provider (the
+presets' own for Paubox and OpenPanel). ``run_traffic()`` calls the sandbox through
+``MonitoredClient`` at a gentle rate until told to stop (``python manage.py demo_traffic``).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -24,14 +30,50 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from monitoring import rollup, storage
+from demo.sandbox.personalities import (
+    OPENPANEL_PASSWORD,
+    OPENPANEL_USER,
+    PAUBOX_KEY,
+    PAUBOX_USER,
+)
+from monitoring import attempts, presets, rollup, storage
 from monitoring.models import Environment, Grain, Integration, JobState, Outcome, Probe, Source
+from monitoring.presets import setup
 
 logger = logging.getLogger(__name__)
 
 SANDBOX_URL = "http://127.0.0.1:8765"
 SEEDED_MARKER = "demo:history"
 API_VERSION = "2026-01-01"
+# The sandbox personalities' demo credentials, handed to the probe worker as the variables
+# the presets' probes name (``serve --demo`` exports them; they are the fake's own logins).
+DEMO_SECRETS = {
+    "UPSTREAM_SECRET_PAUBOX_API_KEY": PAUBOX_KEY,
+    "UPSTREAM_SECRET_OPENPANEL_USER": OPENPANEL_USER,
+    "UPSTREAM_SECRET_OPENPANEL_PASSWORD": OPENPANEL_PASSWORD,
+}
+
+
+def export_demo_secrets(environ: dict[str, str] | None = None) -> None:
+    """Put the demo's probe secrets into the environment the worker inherits (unless set)."""
+    environ = os.environ if environ is None else environ
+    for name, value in DEMO_SECRETS.items():
+        environ.setdefault(name, value)
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """How one of the provider's failures looks in the request log."""
+
+    code: str
+    message: str
+    body: str
+    status: int | None = None  # None: 404 for a GET, 400 otherwise
+
+
+def _nested(status: int, code: str, message: str) -> _Failure:
+    message = message or ("No such resource." if status == 404 else "The request was invalid.")
+    return _Failure(code, message, f'{{"error":{{"code":"{code}","message":"{message}"}}}}')
 
 
 @dataclass(frozen=True)
@@ -42,6 +84,8 @@ class _Endpoint:
     latency_ms: float  # median
     error_code: str = "resource_missing"
     deprecated: bool = False
+    # The provider's own answer when this endpoint fails (None: the Stripe-like nested one).
+    failure: _Failure | None = None
 
 
 @dataclass(frozen=True)
@@ -49,10 +93,24 @@ class DemoIntegration:
     slug: str
     name: str
     environment: str
-    key: str  # the sandbox accepts any sk_test_ key
+    key: str  # what the traffic authenticates with
     calls_per_minute: float  # in the seeded history; live traffic splits --rate by these
     endpoints: tuple[_Endpoint, ...]
+    preset: str = presets.DEFAULT
+    base_path: str = ""  # under the sandbox URL: where this provider's API lives
+    # The preset's probes where the sandbox plays the provider; else the demo's own.
+    preset_probes: bool = False
+    # Rate-limit headers published (the sandbox's Stripe-like API does; Paubox does not).
+    rate_limited: bool = True
+    api_version: str = API_VERSION
+    server_error: _Failure | None = None  # the provider's 5xx body (None: the nested one)
 
+
+_PAUBOX = "/paubox/v1/{username}"
+_PANEL = "/openpanel/api"
+_BAD_TOKEN = _Failure(
+    "", "Missing or invalid token", '{"error":"Missing or invalid token"}', status=401
+)
 
 # The demo probes (setup_demo_probes) use these integrations too: probes and client
 # traffic then meet on one integration, which is the point of the product.
@@ -65,22 +123,110 @@ DEMO_INTEGRATIONS = (
         1.2,
         (
             _Endpoint("GET", "/v1/customers", 3, 90),
-            _Endpoint("GET", "/v1/customers/{token}", 4, 70),
+            _Endpoint("GET", "/v1/customers/{customer}", 4, 70),
             _Endpoint("POST", "/v1/charges", 2, 140, error_code="card_declined"),
             _Endpoint("GET", "/v1/legacy/report", 0.5, 220, deprecated=True),
         ),
+        preset="stripe",
     ),
     DemoIntegration(
         "paubox",
         "Paubox",
         Environment.PRODUCTION,
-        "sk_test_demo_paubox",
+        PAUBOX_KEY,
         0.8,
         (
-            _Endpoint("POST", "/v1/messages", 3, 160, error_code="parameter_invalid"),
-            _Endpoint("GET", "/v1/messages/{token}", 2, 60),
-            _Endpoint("GET", "/v1/health", 1, 40),
+            _Endpoint(
+                "POST",
+                f"{_PAUBOX}/messages",
+                3,
+                160,
+                failure=_Failure(
+                    "400",
+                    "Error validating message: message 0: recipients can't be blank",
+                    '{"errors":[{"code":400,"title":"Error validating message",'
+                    '"details":"message 0: recipients can\'t be blank"}]}',
+                ),
+            ),
+            _Endpoint(
+                "GET",
+                f"{_PAUBOX}/message_receipt",
+                2,
+                60,
+                failure=_Failure(
+                    "404",
+                    "Message was not found: No message with id 3f2c…",
+                    '{"errors":[{"code":404,"title":"Message was not found",'
+                    '"details":"No message with id 3f2c…"}]}',
+                ),
+            ),
+            _Endpoint(
+                "GET",
+                f"{_PAUBOX}/dynamic_templates",
+                1,
+                40,
+                failure=_Failure(
+                    "",
+                    "Invalid or missing API key",
+                    '{"message":"Invalid or missing API key"}',
+                    status=401,
+                ),
+            ),
+            _Endpoint(
+                "POST",
+                f"{_PAUBOX}/bulk_messages",
+                0.3,
+                420,
+                failure=_Failure(
+                    "400",
+                    "Error validating message: message 3: recipients can't be blank",
+                    '{"errors":[{"code":400,"title":"Error validating message",'
+                    '"details":"message 3: recipients can\'t be blank"}]}',
+                ),
+            ),
         ),
+        preset="paubox",
+        base_path=f"/paubox/v1/{PAUBOX_USER}",
+        preset_probes=True,
+        rate_limited=False,
+        api_version="",
+        server_error=_Failure("", "Service Unavailable", '{"message":"Service Unavailable"}'),
+    ),
+    DemoIntegration(
+        "openpanel",
+        "OpenPanel",
+        Environment.PRODUCTION,
+        "",  # signs in for a 15-minute JWT
+        0.5,
+        (
+            _Endpoint("GET", f"{_PANEL}/whoami", 3, 35, failure=_BAD_TOKEN),
+            _Endpoint("GET", f"{_PANEL}/users", 2, 80, failure=_BAD_TOKEN),
+            _Endpoint(
+                "GET",
+                f"{_PANEL}/users/{{username}}",
+                2,
+                50,
+                failure=_Failure("", "User alice not found", '{"error":"User alice not found"}'),
+            ),
+            _Endpoint(
+                "POST",
+                f"{_PANEL}/",
+                0.4,
+                120,
+                failure=_Failure(
+                    "",
+                    "Too many login attempts. Please try again later.",
+                    '{"error":"Too many login attempts. Please try again later."}',
+                    status=429,
+                ),
+            ),
+        ),
+        preset="openpanel",
+        base_path="/openpanel/api/",
+        preset_probes=True,
+        rate_limited=False,
+        api_version="",
+        server_error=_Failure("", "Internal server error", '{"error":"Internal server error"}'),
     ),
     DemoIntegration(
         "sandbox-crm",
@@ -90,27 +236,34 @@ DEMO_INTEGRATIONS = (
         0.3,
         (
             _Endpoint("GET", "/v1/customers", 2, 110),
-            _Endpoint("GET", "/v1/customers/{token}", 3, 80),
+            _Endpoint("GET", "/v1/customers/{id}", 3, 80),
         ),
     ),
 )
 
 
 def demo_integrations(sandbox_url: str = SANDBOX_URL) -> dict[str, Integration]:
-    """The demo integrations, created if missing (by slug and environment)."""
+    """The demo integrations, created from their presets if missing (by slug and environment).
+
+    The same plan-and-apply as ``manage.py add_integration`` (audited as the demo), so what a
+    newcomer sees is what the presets give; a second call changes nothing.
+    """
     found = {}
+    base = sandbox_url.rstrip("/")
     for demo in DEMO_INTEGRATIONS:
-        integration, _ = Integration.objects.get_or_create(
-            slug=demo.slug,
+        plan = setup.plan(
+            presets.get(demo.preset),
             environment=demo.environment,
-            defaults={
-                "name": demo.name,
-                "base_url": sandbox_url,
-                "require_https": False,
-                "expected_api_version": API_VERSION,
-            },
+            slug=demo.slug,
+            name=demo.name,
+            base_url=base + (demo.base_path or "/"),
+            api_version=demo.api_version or None,
+            probes=demo.preset_probes,
         )
-        found[demo.slug] = integration
+        if plan.changes:
+            found[demo.slug] = setup.apply(plan, actor="demo")
+        else:
+            found[demo.slug] = plan.integration
     return found
 
 
@@ -127,7 +280,11 @@ def seed_history(days: int = 7, *, now: datetime | None = None, seed: int = 42) 
     rng = random.Random(seed)
     integrations = demo_integrations()
     start = now - timedelta(days=days)
-    spike_start = (now - timedelta(days=2)).replace(hour=13, minute=5)
+    # Stripe's revoked key two days ago; OpenPanel traffic on an expired token yesterday.
+    episodes = {
+        "stripe": (_revoked_key, (now - timedelta(days=2)).replace(hour=13, minute=5), 25),
+        "openpanel": (_expired_token, (now - timedelta(days=1)).replace(hour=9, minute=40), 20),
+    }
     # Minute buckets older than their retention would be pruned at once: skip them.
     minute_horizon = now - timedelta(days=settings.UPSTREAM["RETAIN_MINUTE_DAYS"])
     recent = rollup.Batch()
@@ -140,7 +297,14 @@ def seed_history(days: int = 7, *, now: datetime | None = None, seed: int = 42) 
             counts = recent if minute >= minute_horizon else older
             for demo in DEMO_INTEGRATIONS:
                 pk = integrations[demo.slug].pk
-                for row in _minute_rows(demo, pk, minute, spike_start, rng):
+                episode = None
+                if demo.slug in episodes:
+                    fail, since, length = episodes[demo.slug]
+                    if since <= minute < since + timedelta(minutes=length):
+                        episode = fail
+                for row in _minute_rows(demo, pk, minute, episode, rng):
+                    # Columns the demo does not fill (streams, token budgets …) get defaults.
+                    row = attempts.to_row(row)
                     batch.append(row)
                     counts.add(
                         pk,
@@ -169,26 +333,45 @@ def seed_history(days: int = 7, *, now: datetime | None = None, seed: int = 42) 
     return written
 
 
+def _revoked_key(base: dict, endpoint: _Endpoint) -> dict:
+    failure = _nested(401, "invalid_api_key", "The API key sk_test****tripe has been revoked.")
+    return _failed(base, 401, failure)
+
+
+def _expired_token(base: dict, endpoint: _Endpoint) -> dict | None:
+    # OpenPanel answers an expired JWT as it answers a bad one; the token's age tells them
+    # apart, which is what the diagnosis stores as its own code.
+    if endpoint.method == "POST":
+        return None  # signing in still works: nobody did
+    failure = _Failure("token_expired", "Missing or invalid token",
+                       '{"error":"Missing or invalid token"}')  # fmt: skip
+    return _failed(base, 401, failure)
+
+
 def _minute_rows(
-    demo: DemoIntegration, integration_id: int, minute: datetime, spike_start: datetime, rng
+    demo: DemoIntegration,
+    integration_id: int,
+    minute: datetime,
+    episode: Callable[[dict, _Endpoint], dict | None] | None,
+    rng,
 ) -> list[dict]:
     # Busier in the (UTC) working day, quieter at night.
     hour = minute.hour + minute.minute / 60
     rate = demo.calls_per_minute * (1 + 0.6 * math.sin((hour - 8) / 24 * 2 * math.pi))
     count = int(rate) + (rng.random() < rate - int(rate))
-    in_spike = demo.slug == "stripe" and spike_start <= minute < spike_start + timedelta(minutes=25)
     weights = [e.weight for e in demo.endpoints]
     rows = []
     for _ in range(count):
         endpoint = rng.choices(demo.endpoints, weights)[0]
         created = minute + timedelta(seconds=rng.uniform(0, 59.999))
-        rows.extend(_call_rows(demo, integration_id, endpoint, created, in_spike, rng))
+        rows.extend(_call_rows(demo, integration_id, endpoint, created, episode, rng))
     return rows
 
 
-def _call_rows(demo, integration_id, endpoint, created, in_spike, rng) -> list[dict]:
+def _call_rows(demo, integration_id, endpoint, created, episode, rng) -> list[dict]:
     call_id = uuid.UUID(int=rng.getrandbits(128)).hex
     latency = min(rng.lognormvariate(math.log(endpoint.latency_ms), 0.6), 9_000)
+    limited = demo.rate_limited
     base = {
         "created": created,
         "integration_id": integration_id,
@@ -209,15 +392,17 @@ def _call_rows(demo, integration_id, endpoint, created, in_spike, rng) -> list[d
         "call_id": call_id,
         "attempt": 1,
         "backoff_ms": 0.0,
-        "ratelimit_limit": 600,
-        "ratelimit_remaining": rng.randint(350, 599),
-        "ratelimit_reset": created.replace(second=0, microsecond=0) + timedelta(minutes=1),
+        "ratelimit_limit": 600 if limited else None,
+        "ratelimit_remaining": rng.randint(350, 599) if limited else None,
+        "ratelimit_reset": (
+            created.replace(second=0, microsecond=0) + timedelta(minutes=1) if limited else None
+        ),
         "retry_after_s": None,
         "deprecated": False,
         "deprecation_at": None,
         "sunset_at": None,
         "deprecation_link": "",
-        "api_version": API_VERSION,
+        "api_version": demo.api_version,
     }
     if endpoint.deprecated:
         base["deprecated"] = True
@@ -227,15 +412,13 @@ def _call_rows(demo, integration_id, endpoint, created, in_spike, rng) -> list[d
         base["sunset_at"] = midnight + timedelta(days=60)
         base["deprecation_link"] = f"{SANDBOX_URL}/docs/migrate"
     roll = rng.random()
-    if in_spike and roll < 0.7:
-        return [
-            _failed(base, 401, "invalid_api_key", "The API key sk_test****tripe has been revoked.")
-        ]
+    if episode is not None and roll < 0.7:
+        failed = episode(base, endpoint)
+        if failed is not None:
+            return [failed]
     if roll < 0.008:
         status = rng.choice((500, 502, 503))
-        first = _failed(
-            base, status, "service_unavailable", "The service is temporarily overloaded."
-        )
+        first = _failed(base, status, _server_error(demo, status))
         if endpoint.method != "GET":
             return [first]
         retry = {**base, "created": created + timedelta(seconds=1.2), "attempt": 2}
@@ -257,29 +440,35 @@ def _call_rows(demo, integration_id, endpoint, created, in_spike, rng) -> list[d
             }
         ]
     if roll < 0.016:
-        return [_failed(base, 404 if endpoint.method == "GET" else 400, endpoint.error_code, "")]
-    if roll < 0.018:
-        limited = _failed(
-            base, 429, "rate_limited", "Rate limit of 600 requests per 60 s exceeded."
-        )
-        limited.update(ratelimit_remaining=0, retry_after_s=2.0)
+        status = 404 if endpoint.method == "GET" else 400
+        if endpoint.failure is not None:
+            return [_failed(base, endpoint.failure.status or status, endpoint.failure)]
+        return [_failed(base, status, _nested(status, endpoint.error_code, ""))]
+    if roll < 0.018 and limited:
+        failure = _nested(429, "rate_limited", "Rate limit of 600 requests per 60 s exceeded.")
+        limited_row = _failed(base, 429, failure)
+        limited_row.update(ratelimit_remaining=0, retry_after_s=2.0)
         retry = {**base, "created": created + timedelta(seconds=2.1), "attempt": 2}
         retry["backoff_ms"] = 2000.0
-        return [limited, retry]
+        return [limited_row, retry]
     return [base]
 
 
-def _failed(base: dict, status: int, code: str, message: str) -> dict:
-    message = message or ("No such resource." if status == 404 else "The request was invalid.")
-    body = f'{{"error":{{"code":"{code}","message":"{message}"}}}}'
+def _server_error(demo: DemoIntegration, status: int) -> _Failure:
+    return demo.server_error or _nested(
+        status, "service_unavailable", "The service is temporarily overloaded."
+    )
+
+
+def _failed(base: dict, status: int, failure: _Failure) -> dict:
     return {
         **base,
         "status": status,
         "outcome": Outcome.CLIENT_ERROR if status < 500 else Outcome.SERVER_ERROR,
-        "error_code": code,
-        "error_message": message,
-        "error_body": body,
-        "response_bytes": len(body),
+        "error_code": failure.code,
+        "error_message": failure.message,
+        "error_body": failure.body,
+        "response_bytes": len(failure.body),
     }
 
 
@@ -290,14 +479,21 @@ def setup_demo_probes(sandbox_url: str | None = None) -> list[Probe]:
     """Probes against the sandbox for the demo integrations (idempotent, by name).
 
     The integrations are the client traffic's, so probes and client traffic meet on one
-    integration. Each gets a ``/v1/health`` probe. The first also gets "Latency budget",
-    whose limits the sandbox's long-tailed latency breaks every few minutes; it goes down on
-    one failure and needs three good runs to come back, so state changes show up within
-    minutes of ``make run``.
+    integration. Where the sandbox plays the provider (Paubox, OpenPanel) the probes are the
+    preset's own — OpenPanel's signs in, then calls whoami with the token — and read the
+    sandbox's demo logins from ``DEMO_SECRETS`` in the worker's environment. The others get
+    a ``/v1/health`` probe; the first also gets "Latency budget", whose limits the sandbox's
+    long-tailed latency breaks every few minutes; it goes down on one failure and needs three
+    good runs to come back, so state changes show up within minutes of ``make run``.
     """
     base = (sandbox_url or SANDBOX_URL).rstrip("/")
     probes = []
-    for index, integration in enumerate(demo_integrations(base).values()):
+    integrations = demo_integrations(base)
+    for index, demo in enumerate(DEMO_INTEGRATIONS):
+        integration = integrations[demo.slug]
+        if demo.preset_probes:
+            probes.extend(Probe.objects.filter(integration=integration).order_by("name"))
+            continue
         wanted = {
             "Health": {
                 "url": f"{base}/v1/health",
@@ -334,14 +530,22 @@ def setup_demo_probes(sandbox_url: str | None = None) -> list[Probe]:
 
 # --- live traffic ------------------------------------------------------------------------------
 
-# The demo's timeline, in seconds after `make run` starts, so a newcomer sees both headline
+# The demo's timeline, in seconds after `make run` starts, so a newcomer sees the headline
 # verdicts within ten minutes. The sandbox fails every request (probes included) during
 # OUTAGE_WINDOW ("provider down": one notification, the rest inhibited); during
-# REVOKED_KEY_WINDOW our Stripe calls carry a revoked key while its probe still passes
-# ("our calls failing": the failed-auth spike, whose e-mail lands in var/mail/).
+# EXPIRED_TOKEN_WINDOW our OpenPanel calls keep sending a token past its 15 minutes (401
+# "Missing or invalid token" while the sign-in probe passes); during REVOKED_KEY_WINDOW our
+# Stripe calls carry a revoked key while its probe still passes ("our calls failing": the
+# failed-auth spike, whose e-mail lands in var/mail/).
 OUTAGE_WINDOW = (150.0, 180.0)
+EXPIRED_TOKEN_WINDOW = (330.0, 90.0)
 REVOKED_KEY_WINDOW = (420.0, 150.0)
 REVOKED_KEY = "sk_test_revoked"  # the sandbox answers 401 to it
+# A JWT whose ``exp`` passed long ago (and whose signature the sandbox never made): what a
+# caller that forgot to sign in again keeps sending.
+EXPIRED_TOKEN = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhZG1pbiIsImV4cCI6MX0.ZXhwaXJlZA"  # noqa: S105
+# Sign in again this long before the token's 15 minutes are up.
+TOKEN_REFRESH_S = 12 * 60
 
 
 def in_window(window: tuple[float, float], elapsed_s: float) -> bool:
@@ -370,6 +574,15 @@ def wait_for_sandbox(url: str, stop: threading.Event, timeout: float | None = No
     return False
 
 
+def _auth_headers(demo: DemoIntegration, key: str | None = None) -> dict[str, str]:
+    key = key or demo.key
+    if not key:
+        return {}  # per call (OpenPanel's token)
+    if demo.preset == "paubox":
+        return {"Authorization": f"Token token={key}"}  # what Paubox's own SDKs send
+    return {"Authorization": f"Bearer {key}"}
+
+
 def run_traffic(
     sandbox_url: str = SANDBOX_URL,
     *,
@@ -383,7 +596,7 @@ def run_traffic(
     is set or ``max_calls`` were made; returns the number of calls.
 
     ``started_at`` (a ``time.monotonic()`` value, default now) is the start of the demo's
-    timeline: the revoked-key window counts from it."""
+    timeline: the expired-token and revoked-key windows count from it."""
     # Imported here, as before the move: importing the client hooks it into the recorder,
     # which seeding history and setting up probes have no use for.
     from monitoring.client import MonitoredClient, RetryPolicy
@@ -394,81 +607,118 @@ def run_traffic(
     rng = random.Random(seed)
     demo_integrations(sandbox_url)
     retry = RetryPolicy(max_attempts=3, backoff=0.2, max_backoff=2, max_total_wait=8)
-    clients = {
-        demo.slug: MonitoredClient(
+    base = sandbox_url.rstrip("/")
+
+    def client(demo: DemoIntegration, key: str | None = None):
+        return MonitoredClient(
             integration=demo.slug,
             environment=demo.environment,
-            base_url=sandbox_url,
-            headers={"Authorization": f"Bearer {demo.key}"},
+            base_url=base + (demo.base_path.rstrip("/") + "/" if demo.base_path else ""),
+            headers=_auth_headers(demo, key),
             retry=retry,
             timeout=10,
         )
-        for demo in DEMO_INTEGRATIONS
-    }
+
+    clients = {demo.slug: client(demo) for demo in DEMO_INTEGRATIONS}
     stripe = next(d for d in DEMO_INTEGRATIONS if d.slug == "stripe")
-    revoked = MonitoredClient(
-        integration=stripe.slug,
-        environment=stripe.environment,
-        base_url=sandbox_url,
-        headers={"Authorization": f"Bearer {REVOKED_KEY}"},
-        retry=retry,
-        timeout=10,
-    )
-    known = {"customers": [], "messages": []}
+    revoked = client(stripe, REVOKED_KEY)
+    state = _Traffic()
     weights = [demo.calls_per_minute for demo in DEMO_INTEGRATIONS]
     calls = 0
     started = time.monotonic() if started_at is None else started_at
     try:
         while not stop.is_set() and (max_calls is None or calls < max_calls):
             demo = rng.choices(DEMO_INTEGRATIONS, weights)[0]
-            client = clients[demo.slug]
-            if demo is stripe and in_window(REVOKED_KEY_WINDOW, time.monotonic() - started):
-                client = revoked
+            api = clients[demo.slug]
+            elapsed = time.monotonic() - started
+            if demo is stripe and in_window(REVOKED_KEY_WINDOW, elapsed):
+                api = revoked
+            state.stale_token = in_window(EXPIRED_TOKEN_WINDOW, elapsed)
             try:
-                _one_call(client, demo, known, rng)
+                _TRAFFIC.get(demo.slug, _customers_call)(api, demo, state, rng)
             except httpx.HTTPError as exc:
                 logger.debug("demo traffic: %s", exc)  # recorded by the client already
             calls += 1
             stop.wait(rng.expovariate(rate))
     finally:
-        for client in (*clients.values(), revoked):
-            client.close()
+        for api in (*clients.values(), revoked):
+            api.close()
     return calls
 
 
-def _one_call(client, demo: DemoIntegration, known: dict, rng: random.Random) -> None:
-    if demo.slug == "paubox":
-        roll = rng.random()
-        if roll < 0.5 or not known["messages"]:
-            response = client.post(
-                "/v1/messages",
-                json={"to": f"patient{rng.randint(1, 999)}@example.com", "subject": "Results"},
-                headers={"Idempotency-Key": uuid.uuid4().hex},
-            )
-            if response.status_code == 202:
-                known["messages"] = [*known["messages"][-50:], response.json()["id"]]
-        elif roll < 0.85:
-            client.get(f"/v1/messages/{rng.choice(known['messages'])}")
-        else:
-            client.get("/v1/health")
-        return
+@dataclass
+class _Traffic:
+    """What live traffic remembers between calls: ids it created, OpenPanel's token."""
+
+    customers: list[str] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    token: str = ""
+    token_at: float = 0.0
+    stale_token: bool = False
+
+
+def _paubox_call(api, demo: DemoIntegration, state: _Traffic, rng: random.Random) -> None:
     roll = rng.random()
-    if roll < 0.3 or not known["customers"]:
-        response = client.get("/v1/customers", params={"limit": 10})
+    message = {"recipients": [f"patient{rng.randint(1, 999)}@example.com"],
+               "headers": {"subject": "Results", "from": "clinic@example.com"}}  # fmt: skip
+    if roll < 0.45 or not state.messages:
+        if rng.random() < 0.08:
+            message = {"headers": message["headers"]}  # no recipients: Paubox's 400 + details
+        response = api.post("messages", json={"data": {"message": message}})
         if response.status_code == 200:
-            known["customers"] = [c["id"] for c in response.json()["data"]]
-    elif roll < 0.75:
-        client.get(f"/v1/customers/{rng.choice(known['customers'])}")
+            tracking = response.json()["sourceTrackingId"]
+            state.messages = [*state.messages[-50:], tracking]
     elif roll < 0.8:
-        client.get("/v1/customers/cus_missing0000000")
+        tracking = rng.choice(state.messages) if rng.random() < 0.95 else uuid.uuid4().hex
+        api.get("message_receipt", params={"sourceTrackingId": tracking})
+    elif roll < 0.95:
+        api.get("dynamic_templates")
+    else:
+        # Now and then a batch past the 50 Paubox advises: recorded like any other call.
+        size = rng.choice((10, 25, 60))
+        api.post("bulk_messages", json={"data": {"messages": [message] * size}})
+
+
+def _openpanel_call(api, demo: DemoIntegration, state: _Traffic, rng: random.Random) -> None:
+    now = time.monotonic()
+    if not state.token or now - state.token_at > TOKEN_REFRESH_S:
+        signed = api.post("", json={"username": OPENPANEL_USER, "password": OPENPANEL_PASSWORD})
+        if signed.status_code == 200:
+            state.token, state.token_at = signed.json()["access_token"], now
+        return
+    token = EXPIRED_TOKEN if state.stale_token else state.token
+    auth = {"Authorization": f"Bearer {token}"}
+    roll = rng.random()
+    if roll < 0.45:
+        api.get("whoami", headers=auth)
+    elif roll < 0.8:
+        api.get("users", headers=auth)  # empty for bearer callers, as on the real panel
+    else:
+        api.get(f"users/{rng.choice(('alice', 'bob', 'carol'))}", headers=auth)
+
+
+def _customers_call(api, demo: DemoIntegration, state: _Traffic, rng: random.Random) -> None:
+    roll = rng.random()
+    if roll < 0.3 or not state.customers:
+        response = api.get("/v1/customers", params={"limit": 10})
+        if response.status_code == 200:
+            state.customers = [c["id"] for c in response.json()["data"]]
+    elif roll < 0.75:
+        api.get(f"/v1/customers/{rng.choice(state.customers)}")
+    elif roll < 0.8:
+        api.get("/v1/customers/cus_missing0000000")
     elif demo.slug == "stripe" and roll < 0.95:
-        client.post(
+        api.post(
             "/v1/charges",
             json={"amount": rng.randint(100, 50_000), "currency": "usd"},
             headers={"Idempotency-Key": uuid.uuid4().hex},
         )
     elif demo.slug == "stripe":
-        client.get("/v1/legacy/report")
+        api.get("/v1/legacy/report")
     else:
-        for page in client.paginate("/v1/customers", params={"limit": 25}, max_pages=2):
+        for page in api.paginate("/v1/customers", params={"limit": 25}, max_pages=2):
             page.raise_for_status()
+
+
+# Live traffic per demo integration (by slug); the rest call the Stripe-like customers API.
+_TRAFFIC: dict[str, Callable[..., None]] = {"paubox": _paubox_call, "openpanel": _openpanel_call}

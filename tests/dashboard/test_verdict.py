@@ -96,3 +96,63 @@ def test_an_open_incident_on_the_status_page_leads_the_verdict_with_its_link():
     )  # fmt: skip
     assert calm.key == "provider_incident"
     assert "still succeed" in calm.reason
+
+
+def test_most_failures_being_expired_tokens_names_the_token():
+    v = judge(
+        calls=40, call_error_rate=0.5, probe_runs=10, probe_error_rate=0.0,
+        probe_states=["up"], error_codes={"token_expired": 18, "invalid_request": 2},
+    )  # fmt: skip
+    assert (v.key, v.label) == ("token_expired", "Token expired")
+    assert "sign in again" in v.reason and "18 of 20 recent failures" in v.reason
+
+
+def test_api_access_disabled_is_its_own_verdict_not_provider_down():
+    # OpenPanel answers every route (probes included) with 404 "API access is disabled!".
+    v = judge(
+        calls=30, call_error_rate=1.0, probe_runs=4, probe_error_rate=1.0,
+        probe_states=["down"], error_codes={"api_disabled": 30},
+    )  # fmt: skip
+    assert (v.key, v.label) == ("api_disabled", "API access is disabled")
+    assert "enable API access" in v.reason
+
+
+def test_a_diagnosis_behind_few_failures_or_healthy_signals_changes_nothing():
+    few = judge(
+        calls=40, call_error_rate=0.5, probe_runs=10, probe_error_rate=0.0,
+        probe_states=["up"], error_codes={"token_expired": 2, "card_declined": 18},
+    )  # fmt: skip
+    assert few.key == "our_calls_failing"
+    calm = judge(
+        calls=100, call_error_rate=0.01, probe_runs=10, probe_error_rate=0.0,
+        probe_states=["up"], error_codes={"token_expired": 1},
+    )  # fmt: skip
+    assert calm.key == "healthy"
+    advisory = judge(
+        calls=40, call_error_rate=0.5, probe_runs=10, probe_error_rate=0.0,
+        probe_states=["up"], error_codes={"batch_too_large": 20},
+    )  # fmt: skip
+    assert advisory.key == "our_calls_failing"  # an advisory never names the verdict
+
+
+@pytest.mark.django_db
+def test_the_overview_names_the_diagnosis_behind_most_failures(client, viewer, integration):
+    import datetime as dt
+
+    from django.urls import reverse
+    from django.utils import timezone
+
+    from tests.dashboard.conftest import make_log, record
+
+    now = timezone.now()
+    rows = [make_log(integration, now - dt.timedelta(minutes=5), status=200) for _ in range(5)]
+    rows += [
+        make_log(integration, now - dt.timedelta(minutes=4), status=401, error_code="token_expired")
+        for _ in range(15)
+    ]
+    record(rows)
+    client.force_login(viewer)
+    page = client.get(reverse("overview")).content.decode()
+    assert "Token expired" in page
+    detail = client.get(reverse("integration", args=[integration.pk])).content.decode()
+    assert "15 of 15 recent failures" in detail

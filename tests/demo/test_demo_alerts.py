@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -52,10 +53,13 @@ def test_the_spike_s_email_is_written_to_the_mail_folder(demo_setup, settings, t
 
 
 def test_the_timeline_shows_both_verdicts_within_ten_minutes():
-    for window in (scenario.OUTAGE_WINDOW, scenario.REVOKED_KEY_WINDOW):
+    windows = (scenario.OUTAGE_WINDOW, scenario.EXPIRED_TOKEN_WINDOW, scenario.REVOKED_KEY_WINDOW)
+    for window in windows:
         start, length = window
         assert start + length <= 10 * 60
     # They do not overlap: each verdict is seen on its own.
+    for earlier, later in itertools.pairwise(windows):
+        assert sum(earlier) <= later[0]
     outage_end = sum(scenario.OUTAGE_WINDOW)
     assert outage_end <= scenario.REVOKED_KEY_WINDOW[0]
     assert scenario.in_window(scenario.REVOKED_KEY_WINDOW, scenario.REVOKED_KEY_WINDOW[0])

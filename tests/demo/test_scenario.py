@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 from datetime import UTC, datetime, timedelta
+from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -12,9 +13,11 @@ from django.db.models import Sum
 
 from demo import scenario
 from demo.sandbox import Sandbox, SandboxConfig
+from demo.sandbox.personalities import PAUBOX_KEY
 from monitoring import attempts, recorder
-from monitoring.models import MetricBucket, Probe, ProbeState, RequestLog
+from monitoring.models import AuditLog, MetricBucket, Probe, ProbeState, RequestLog
 from monitoring.probes.forms import ProbeForm
+from monitoring.probes.run import forget_tokens
 from monitoring.probes.schedule import Dispatcher
 
 NOW = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)  # two days back covers the 13:05 spike
@@ -56,21 +59,81 @@ def test_seed_history_writes_once_with_a_401_spike_and_a_deprecated_endpoint(db,
     assert minutes.exists() and not minutes.filter(start__lt=NOW - timedelta(days=1)).exists()
 
 
-def test_run_traffic_calls_the_sandbox_through_the_client(recording, sandbox):
-    calls = scenario.run_traffic(sandbox.url, rate=500, max_calls=30, seed=1)
-    assert calls == 30
-    recorder.flush(timeout=30)
-    logged = RequestLog.objects.filter(integration__slug__in=["stripe", "paubox", "sandbox-crm"])
-    assert logged.count() >= 30
-    assert len(sandbox.requests) == logged.count()
-    assert all(
-        r.headers["authorization"].startswith("Bearer sk_test_demo") for r in sandbox.requests
-    )
-    assert set(logged.values_list("integration__slug", flat=True)) <= {
-        "stripe",
-        "paubox",
-        "sandbox-crm",
+def test_seeded_history_speaks_each_provider_s_language(db, settings):
+    settings.UPSTREAM = {**settings.UPSTREAM, "RETAIN_MINUTE_DAYS": 1}
+    scenario.seed_history(days=2, now=NOW)
+    expired = RequestLog.objects.filter(integration__slug="openpanel", error_code="token_expired")
+    assert expired.count() > 5
+    assert {r.created.date() for r in expired} == {(NOW - timedelta(days=1)).date()}
+    assert set(expired.values_list("status", "error_message")) == {
+        (401, "Missing or invalid token")
     }
+    paubox = RequestLog.objects.filter(integration__slug="paubox")
+    assert not paubox.exclude(ratelimit_limit=None).exists()  # Paubox publishes no headroom
+    invalid = paubox.filter(status=400).first()
+    assert invalid is not None and "recipients can't be blank" in invalid.error_message
+    assert invalid.path.startswith("/paubox/v1/{username}/")
+    assert RequestLog.objects.filter(integration__slug="stripe", status=401).exists()
+
+
+def test_run_traffic_calls_the_sandbox_through_the_client(recording, sandbox):
+    calls = scenario.run_traffic(sandbox.url, rate=500, max_calls=60, seed=1)
+    assert calls == 60
+    recorder.flush(timeout=30)
+    slugs = [d.slug for d in scenario.DEMO_INTEGRATIONS]
+    logged = RequestLog.objects.filter(integration__slug__in=slugs)
+    assert logged.count() >= 60
+    assert len(sandbox.requests) == logged.count()
+    assert set(logged.values_list("integration__slug", flat=True)) == set(slugs)
+    # Each provider is called the way it is really called.
+    for request in sandbox.requests:
+        auth = request.headers.get("authorization", "")
+        if request.path.startswith("/paubox/"):
+            assert auth == f"Token token={PAUBOX_KEY}"
+        elif request.path.startswith("/openpanel/api/") and request.method == "POST":
+            assert auth == ""  # signing in
+        elif request.path.startswith("/openpanel/"):
+            assert auth.startswith("Bearer ey")
+        else:
+            assert auth.startswith("Bearer sk_test_demo")
+    paths = set(logged.filter(integration__slug="paubox").values_list("path", flat=True))
+    assert paths <= {
+        "/paubox/v1/{username}/messages", "/paubox/v1/{username}/message_receipt",
+        "/paubox/v1/{username}/dynamic_templates", "/paubox/v1/{username}/bulk_messages",
+    }  # fmt: skip
+    assert sandbox.personalities["/openpanel"].signin_count == 1  # one token, reused
+
+
+def test_in_the_expired_token_window_openpanel_calls_keep_an_old_token(recording, sandbox):
+    start, _ = scenario.EXPIRED_TOKEN_WINDOW
+    import time
+
+    scenario.run_traffic(sandbox.url, rate=500, max_calls=80, seed=2,
+                         started_at=time.monotonic() - start - 1)  # fmt: skip
+    recorder.flush(timeout=30)
+    panel = RequestLog.objects.filter(integration__slug="openpanel").exclude(method="POST")
+    assert panel.exists()
+    assert set(panel.values_list("status", "error_message")) == {(401, "Missing or invalid token")}
+    # Meanwhile the sign-in worked: the provider is up, our token is stale.
+    assert RequestLog.objects.get(integration__slug="openpanel", method="POST").status == 200
+
+
+def test_the_demo_integrations_are_what_their_presets_give(db):
+    integrations = scenario.demo_integrations("http://127.0.0.1:8765")
+    assert {i.slug: i.preset for i in integrations.values()} == {
+        "stripe": "stripe", "paubox": "paubox", "openpanel": "openpanel",
+        "sandbox-crm": "generic",
+    }  # fmt: skip
+    paubox = integrations["paubox"]
+    assert paubox.base_url == "http://127.0.0.1:8765/paubox/v1/sandbox"
+    assert "/paubox/v1/{username}/dynamic_templates/{id}" in paubox.explicit_templates()
+    # add_integration sees nothing to change: the demo went through the same code.
+    out = StringIO()
+    call_command("add_integration", "--preset", "paubox", "--environment", "production",
+                 "--slug", "paubox", stdout=out)  # fmt: skip
+    assert "already up to date" in out.getvalue()
+    assert AuditLog.objects.filter(actor="demo", target_type="monitoring.Integration").count() == 4
+    assert scenario.demo_integrations("http://127.0.0.1:8765") == integrations
 
 
 def test_demo_traffic_runs_for_a_duration_and_stops_cleanly(recording, sandbox, capsys):
@@ -121,24 +184,37 @@ def probes_recorded(transactional_db):
 
 
 def test_demo_probes_run_green_against_the_sandbox_and_setup_is_idempotent(
-    probes_recorded, settings
+    probes_recorded, settings, monkeypatch
 ):
+    for name, value in scenario.DEMO_SECRETS.items():
+        monkeypatch.setenv(name, value)
+    forget_tokens()
     with Sandbox(SandboxConfig(seed=3, latency_scale=0.0, error_rate=0.0)) as sandbox:
         host = sandbox.url.removeprefix("http://")
         settings.UPSTREAM = {**settings.UPSTREAM, "PROBE_ALLOW_HOSTS": [host]}
         created = scenario.setup_demo_probes(sandbox.url)
         again = scenario.setup_demo_probes(sandbox.url)
         assert [p.pk for p in again] == [p.pk for p in created]
-        assert {p.integration.slug for p in created} == {"paubox", "stripe", "sandbox-crm"}
+        assert {p.integration.slug for p in created} == {
+            "paubox", "stripe", "sandbox-crm", "openpanel",
+        }  # fmt: skip
         stats = Dispatcher(tick_s=0.05).run(once=True)
-    assert stats.runs == len(created) == 4
-    states = dict(Probe.objects.values_list("name", "state").distinct())
-    assert states == {"Health": ProbeState.UP, "Latency budget": ProbeState.UP}
+        signins = sandbox.personalities["/openpanel"].signin_count
+    forget_tokens()
+    assert stats.runs == len(created) == 6
+    states = {(p.integration.slug, p.name): p.state for p in Probe.objects.all()}
+    assert set(states.values()) == {ProbeState.UP}, states
+    assert ("openpanel", "Sign in and whoami") in states
+    assert ("paubox", "Dynamic templates") in states
+    assert signins == 1
+    probe = Probe.objects.get(name="Dynamic templates")
+    assert probe.headers == {"Authorization": "Token token=${UPSTREAM_SECRET_PAUBOX_API_KEY}"}
     for probe in created:  # the demo's own configuration passes the form's checks
         data = {
             **ProbeForm(instance=probe).initial,
             "headers": json.dumps(probe.headers),
             "assertions": json.dumps(probe.assertions),
+            "steps": json.dumps(probe.steps),
         }
         form = ProbeForm(data, instance=probe)
-        assert form.is_valid(), form.errors
+        assert form.is_valid(), (probe.name, form.errors)
