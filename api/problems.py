@@ -14,7 +14,7 @@ from django.views.decorators.csrf import csrf_exempt
 logger = logging.getLogger(__name__)
 
 PROBLEM_TYPE = "application/problem+json"
-PREFIXES = ("/api/", "/otlp/")
+PREFIXES = ("/api/", "/otlp/", "/hooks/")
 TITLES = {
     400: "Bad request",
     401: "Unauthorized",

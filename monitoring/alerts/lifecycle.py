@@ -71,7 +71,15 @@ _LOCK_NAME = "alerts.evaluated"
 # rules). Kept here rather than on the rule kinds while rules.py is another issue's file.
 OUTAGE_KIND = RuleKind.PROBE_DOWN
 DERIVED_KINDS = frozenset(
-    {RuleKind.AUTH_SPIKE, RuleKind.ERROR_RATE, RuleKind.LATENCY, RuleKind.TRAFFIC_STOPPED}
+    {
+        RuleKind.AUTH_SPIKE,
+        RuleKind.ERROR_RATE,
+        RuleKind.LATENCY,
+        RuleKind.TRAFFIC_STOPPED,
+        # A provider that is down also stops sending, or sends late: not a second page.
+        RuleKind.WEBHOOKS_STOPPED,
+        RuleKind.WEBHOOK_LAG,
+    }
 )
 
 _EVENTS = {

@@ -26,6 +26,13 @@ class RuleKind(models.TextChoices):
     TRAFFIC_STOPPED = "traffic_stopped", "Traffic stopped"
     PROVIDER_INCIDENT = "provider_incident", "Provider reports an incident"
     VERSION_DRIFT = "version_drift", "API version drift"
+    WEBHOOK_SIGNATURE_FAILURES = "webhook_signature_failures", "Webhook signature failures"
+    WEBHOOKS_STOPPED = "webhooks_stopped", "Webhooks stopped"
+    WEBHOOK_LAG = "webhook_lag", "Webhook delivery lag"
+
+
+# Room for the longest kind value ("webhook_signature_failures") and a few more.
+KIND_MAX_LENGTH = 40
 
 
 class Severity(models.TextChoices):
@@ -37,7 +44,7 @@ class AlertRule(models.Model):
     """A condition to watch; parameters depend on the kind (see monitoring.alerts)."""
 
     name = models.CharField(max_length=100)
-    kind = models.CharField(max_length=20, choices=RuleKind.choices)
+    kind = models.CharField(max_length=KIND_MAX_LENGTH, choices=RuleKind.choices)
     integration = models.ForeignKey(
         Integration,
         on_delete=models.CASCADE,
@@ -195,7 +202,7 @@ class Silence(models.Model):
     integration = models.ForeignKey(
         Integration, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
     )
-    rule_kind = models.CharField(max_length=20, choices=RuleKind.choices, blank=True)
+    rule_kind = models.CharField(max_length=KIND_MAX_LENGTH, choices=RuleKind.choices, blank=True)
     starts_at = models.DateTimeField(default=timezone.now)
     ends_at = models.DateTimeField()
     author = models.ForeignKey(

@@ -8,6 +8,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 
+from demo import webhooks as demo_webhooks
 from demo.scenario import DEMO_INTEGRATIONS, seed_history, setup_demo_probes
 from monitoring.models import Integration
 from monitoring.roles import Role
@@ -51,6 +52,12 @@ class Command(BaseCommand):
         ).update(owner_email=email or DEMO_EMAIL)
         self.stdout.write(f"Alert e-mails for the demo integrations go to {email or DEMO_EMAIL}.")
         self.stdout.write(f"Demo probes: {len(demo_probes)} against the sandbox.")
+        hooks = demo_webhooks.setup_demo_webhooks()
+        hooked = demo_webhooks.seed_webhook_history()
+        self.stdout.write(
+            f"Demo webhooks: {len(hooks)} endpoints"
+            + (f", {hooked} deliveries over the last day." if hooked else ".")
+        )
         seeded = seed_history()
         self.stdout.write(
             f"Demo history: {seeded} request rows over the last 7 days."

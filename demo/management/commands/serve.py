@@ -11,7 +11,8 @@ import time
 
 from django.core.management.base import BaseCommand
 
-from demo.scenario import OUTAGE_WINDOW
+from demo import webhooks as demo_webhooks
+from demo.scenario import OUTAGE_WINDOW, export_demo_secrets
 
 # Extra processes for `--demo`, each an argv after `python`. Later parts of the product
 # (sandbox provider, traffic generator, probe dispatcher) add themselves here.
@@ -23,6 +24,8 @@ DEMO_PROCESSES["sandbox"] = [
     "--outage", ":".join(f"{x:g}" for x in OUTAGE_WINDOW),
 ]  # fmt: skip
 DEMO_PROCESSES["traffic"] = ["manage.py", "demo_traffic", "--sandbox-url", "http://127.0.0.1:8765"]
+# The sandbox's signed webhooks to the demo's /hooks/<token>/ endpoints (UPSTREAM_DEMO_URL).
+DEMO_PROCESSES["webhooks"] = ["-m", "demo.sandbox.webhooks"]
 
 # One process (the recorder and the sign-in throttle stay in one place), threads for the
 # dashboard's polling; the admin's "run now" may wait on probes for a while.
@@ -52,6 +55,11 @@ class Command(BaseCommand):
             allow = [h for h in os.environ.get("UPSTREAM_PROBE_ALLOW_HOSTS", "").split(",") if h]
             if "127.0.0.1:8765" not in allow:
                 os.environ["UPSTREAM_PROBE_ALLOW_HOSTS"] = ",".join([*allow, "127.0.0.1:8765"])
+            # The presets' probes read the sandbox's demo logins (Paubox, OpenPanel) from here.
+            export_demo_secrets()
+            # The web process verifies the sandbox's webhooks with the demo secret.
+            demo_webhooks.ensure_secret_in_environment()
+            os.environ.setdefault("UPSTREAM_DEMO_URL", f"http://{addr}")
 
         children: dict[str, subprocess.Popen] = {}
         stopping = False

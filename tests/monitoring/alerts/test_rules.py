@@ -22,6 +22,7 @@ from monitoring.models import (
     Notification,
     Probe,
     RuleKind,
+    WebhookEndpoint,
 )
 from tests.monitoring.alerts.alertkit import T0, calls, history, make_integration
 
@@ -100,6 +101,27 @@ SCENARIOS = {
             calls(i, now(), 3, api_version="2025-01-27"),
         ),
         lambda i: calls(i, now(), 3, api_version="2024-06-20"),
+    ),
+    # The webhook kinds (monitoring/alerts/webhook_rules.py; more in test_webhook_rules.py).
+    RuleKind.WEBHOOK_SIGNATURE_FAILURES: (
+        {},
+        lambda i: calls(i, now(), 5, status=401, method="POST", path="/x", source="webhook"),
+        lambda i: None,
+    ),
+    RuleKind.WEBHOOKS_STOPPED: (
+        {},
+        lambda i: (
+            WebhookEndpoint.objects.create(
+                integration=i, scheme="none", cadence_s=60, last_delivery_at=now() - 20 * MIN
+            ),
+            calls(i, now(), 10),
+        ),
+        lambda i: WebhookEndpoint.objects.update(last_delivery_at=now()),
+    ),
+    RuleKind.WEBHOOK_LAG: (
+        {},
+        lambda i: calls(i, now(), 10, method="POST", source="webhook", latency_ms=90_000.0),
+        lambda i: calls(i, now(), 10, method="POST", source="webhook", latency_ms=900.0),
     ),
 }
 

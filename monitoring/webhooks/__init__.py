@@ -1,0 +1,1 @@
+"""Receiving webhooks: signature schemes, secrets, dedupe and turning a delivery into an attempt."""

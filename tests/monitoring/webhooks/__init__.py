@@ -1,0 +1,1 @@
+"""Tests of webhook receiving: schemes, secrets, dedupe, recording."""
