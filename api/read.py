@@ -1,4 +1,5 @@
-"""The read API (scope ``read``): integrations, one integration's summary, alerts."""
+"""The read API (scope ``read``): integrations, one integration's summary and scorecard,
+alerts."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ RANGES = {
 # Verdict thresholds: the share of failed calls that makes an integration degraded / down.
 DEGRADED_RATE = 0.05
 DOWN_RATE = 0.5
+# A stored scorecard older than this is computed again on request.
+SCORECARD_FRESH_FOR = timedelta(hours=2)
 
 
 def _only(request: HttpRequest, *names: str) -> None:
@@ -65,23 +68,14 @@ def verdict(total: int, error_rate: float | None, auth_failures: int, firing: in
     return "ok"
 
 
-@endpoint("GET")
-@require_key("read")
-def summary(request: HttpRequest, slug: str) -> HttpResponse:
-    _only(request, "environment", "range")
+def _one_integration(request: HttpRequest, slug: str) -> Integration:
+    """The integration a slug (and ?environment=) names; 404/400 problems otherwise."""
     environment = request.GET.get("environment") or None
     if environment is not None and environment not in Environment.values:
         raise Problem(
             400,
             f"environment must be one of {', '.join(Environment.values)}.",
             errors=[{"field": "environment", "message": "unknown environment"}],
-        )
-    window = request.GET.get("range", "24h")
-    if window not in RANGES:
-        raise Problem(
-            400,
-            f"range must be one of {', '.join(RANGES)}.",
-            errors=[{"field": "range", "message": "unknown range"}],
         )
     found = Integration.objects.filter(slug=slug)
     if environment:
@@ -97,7 +91,21 @@ def summary(request: HttpRequest, slug: str) -> HttpResponse:
             f"Integration {slug!r} exists in several environments; pass environment.",
             errors=[{"field": "environment", "message": "required for this slug"}],
         )
-    integration = matches[0]
+    return matches[0]
+
+
+@endpoint("GET")
+@require_key("read")
+def summary(request: HttpRequest, slug: str) -> HttpResponse:
+    _only(request, "environment", "range")
+    window = request.GET.get("range", "24h")
+    if window not in RANGES:
+        raise Problem(
+            400,
+            f"range must be one of {', '.join(RANGES)}.",
+            errors=[{"field": "range", "message": "unknown range"}],
+        )
+    integration = _one_integration(request, slug)
     end = timezone.now()
     figures = metrics.summary([integration.pk], end - RANGES[window], end)
     firing = Alert.objects.filter(integration=integration, state=AlertState.FIRING).count()
@@ -119,6 +127,19 @@ def summary(request: HttpRequest, slug: str) -> HttpResponse:
         "firing_alerts": firing,
         "verdict": verdict(figures.total, figures.error_rate, auth_failures, firing),
     }
+    return json_response(body)
+
+
+@endpoint("GET")
+@require_key("read")
+def scorecard(request: HttpRequest, slug: str) -> HttpResponse:
+    """The integration's best-practice scorecard, as the dashboard's scorecard page shows it."""
+    from monitoring.scorecard import latest
+
+    _only(request, "environment")
+    integration = _one_integration(request, slug)
+    body = latest(integration, max_age=SCORECARD_FRESH_FOR).as_json()
+    body["integration"] = _integration_json(integration)
     return json_response(body)
 
 

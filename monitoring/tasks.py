@@ -53,6 +53,20 @@ def create_partitions() -> str:
     return f"created {len(made)} partitions" + (f": {', '.join(made)}" if made else "")
 
 
+def refresh_scorecards() -> str:
+    """Grade every active integration against its guides (monitoring.scorecard)."""
+    from monitoring.scorecard import refresh_all
+
+    return f"refreshed {refresh_all()} scorecards"
+
+
+def send_scorecard_digest() -> str:
+    """The weekly e-mail of changed scorecard checks, to the people who opted in."""
+    from monitoring.scorecard import send_weekly_digest
+
+    return f"sent {send_weekly_digest()} scorecard digests"
+
+
 def path(task: Callable) -> str:
     """The dotted path django-q2 stores for an entry point of this module."""
     return f"{__name__}.{task.__name__}"
@@ -80,6 +94,10 @@ SCHEDULES: list[ScheduleSpec] = [
     # RequestLog's day partitions on PostgreSQL, days ahead (monitoring.partitions): hourly,
     # so a missed run or two still leaves days of slack.
     ScheduleSpec("upstream:create-partitions", path(create_partitions), 60),
+    # Scorecards from buckets and bounded samples; pages read the stored one.
+    ScheduleSpec("upstream:scorecards", path(refresh_scorecards), 60),
+    # The opt-in weekly e-mail of checks whose grade moved.
+    ScheduleSpec("upstream:scorecard-digest", path(send_scorecard_digest), 7 * 24 * 60),
 ]
 
 FORMER_PATHS: dict[str, str] = {

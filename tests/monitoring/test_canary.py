@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import threading
@@ -115,6 +116,16 @@ def test_the_canary_never_reaches_the_database_file(recording, leaky_server, cap
     assert "[redacted]" in ok.deprecation_link
     assert post.status == 400 and post.request_bytes > len(CANARY)
     assert userinfo.host == leaky_server
+    # What the caller adds about its credential is a keyed hash, never the key (issue 18).
+    from upstream_client.facts import fingerprint
+
+    # httpx sends the URLs' userinfo as Basic credentials: those are the keys in use.
+    basic = {
+        fingerprint("Basic " + base64.b64encode(f"{user}:{CANARY}".encode()).decode())
+        for user in ("deploy", "user")
+    }
+    assert {row.key_fingerprint for row in logged} == basic
+    assert all(len(fp) == 16 and fp not in CANARY for fp in basic)
 
     stored = stored_bytes()
     assert b"invalid_token" in stored  # we are reading the right place
@@ -145,3 +156,102 @@ def test_the_canary_never_reaches_the_spool_when_the_database_is_away(
     assert RequestLog.objects.filter(integration__slug="canary").count() == 9
     assert list(recording.glob("*.jsonl")) == []
     assert CANARY.encode() not in stored_bytes()
+
+
+# Every credential format the preset catalog sends (issue 14), as (preset, header, value).
+_B64_BASIC = base64.b64encode(f"AC0123456789abcdef:{CANARY}".encode()).decode()
+CATALOG_AUTH = [
+    ("paubox", "Authorization", f"Token token={CANARY}"),
+    ("paubox", "Authorization", f"Bearer {CANARY}"),
+    ("openpanel", "Authorization", f"Bearer eyJhbGciOiJIUzI1NiJ9.{CANARY}.c2lnbmF0dXJl"),
+    ("stripe", "Authorization", f"Bearer sk_live_{CANARY}"),
+    ("github", "Authorization", f"token ghp_{CANARY}"),
+    ("openai", "Authorization", f"Bearer sk-proj-{CANARY}"),
+    ("anthropic", "x-api-key", f"sk-ant-api03-{CANARY}"),
+    ("twilio", "Authorization", f"Basic {_B64_BASIC}"),
+    ("sendgrid", "Authorization", f"Bearer SG.{CANARY}.{CANARY[:20]}"),
+    ("slack", "Authorization", f"Bearer xoxb-1234-5678-{CANARY}"),
+]
+
+
+class _EchoAuth(BaseHTTPRequestHandler):
+    """A provider that quotes the credential it was sent in its error body and headers."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        sent = self.headers.get("Authorization") or self.headers.get("x-api-key") or ""
+        body = json.dumps(
+            {
+                "errors": [{"code": 401, "title": "Unauthorized", "details": f"bad {sent}"}],
+                "error": {"type": "authentication_error", "message": f"Invalid: {sent}"},
+                "message": f"credential {sent} rejected",
+            }
+        ).encode()
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("WWW-Authenticate", f'Token realm="{sent}"')
+        self.send_header("X-RateLimit-Remaining", "0")
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def echo_server() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoAuth)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_no_catalog_credential_format_reaches_the_database(recording, echo_server):
+    for index, (preset, header, value) in enumerate(CATALOG_AUTH):
+        Integration.objects.create(
+            name=f"{preset} {index}", slug=f"{preset}-{index}", preset=preset,
+            environment="production", require_https=False,
+        )  # fmt: skip
+        with MonitoredClient(
+            integration=f"{preset}-{index}",
+            environment="production",
+            base_url=f"http://{echo_server}",
+            headers={header: value},
+        ) as api:
+            assert api.get("/v1/me", params={"token": CANARY}).status_code == 401
+    recorder.flush(timeout=30)
+    rows = list(RequestLog.objects.order_by("id"))
+    assert len(rows) == len(CATALOG_AUTH)
+    assert all(r.status == 401 and r.error_message for r in rows)
+    assert all(r.query == "token=[redacted]" for r in rows)
+    stored = stored_bytes()
+    assert b"Unauthorized" in stored or b"rejected" in stored  # we are reading the right place
+    assert CANARY.encode() not in stored
+    assert _B64_BASIC.encode() not in stored
+
+
+def test_a_preset_probe_secret_never_reaches_the_database(recording, echo_server, settings,
+                                                          monkeypatch):  # fmt: skip
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from monitoring.models import Probe, ProbeResult
+    from monitoring.probes.schedule import run_now
+
+    settings.UPSTREAM = {**settings.UPSTREAM, "PROBE_ALLOW_HOSTS": [echo_server]}
+    call_command("add_integration", "--preset", "paubox", "--environment", "production",
+                 "--base-url", f"http://{echo_server}/v1/acme", stdout=StringIO())  # fmt: skip
+    monkeypatch.setenv("UPSTREAM_SECRET_PAUBOX_API_KEY", CANARY)
+    results, busy = run_now(Probe.objects.filter(integration__slug="paubox"))
+    assert not busy and [r.status for r in results] == [401]
+    recorder.flush(timeout=30)
+    assert ProbeResult.objects.count() == 1
+    assert RequestLog.objects.filter(source="probe", status=401).exists()
+    stored = stored_bytes()
+    assert b"UPSTREAM_SECRET_PAUBOX_API_KEY" in stored  # the reference is stored, not the value
+    assert CANARY.encode() not in stored

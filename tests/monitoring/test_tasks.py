@@ -23,6 +23,8 @@ def test_every_schedule_runs_an_entry_point_of_the_tasks_module():
         "upstream:send-notifications",
         "upstream:prune",
         "upstream:create-partitions",
+        "upstream:scorecards",
+        "upstream:scorecard-digest",
     ]
 
 
@@ -51,7 +53,11 @@ def test_each_entry_point_runs_its_job_and_returns_what_it_says(monkeypatch, ent
 def test_every_former_path_still_names_a_job_and_maps_to_an_entry_point():
     entry_points = {spec.func for spec in SCHEDULES} | {tasks.path(tasks.deliver)}
     # Entry points born in this module never had another path.
-    entry_points -= {tasks.path(tasks.create_partitions)}
+    entry_points -= {
+        tasks.path(tasks.create_partitions),
+        tasks.path(tasks.refresh_scorecards),
+        tasks.path(tasks.send_scorecard_digest),
+    }
     assert set(FORMER_PATHS.values()) == entry_points
     for old in FORMER_PATHS:
         # Queued tasks may still carry these for one release: each must stay importable.
@@ -80,3 +86,13 @@ def test_setup_upstream_moves_schedule_rows_to_the_entry_points(monkeypatch):
     call_command("setup_upstream", stdout=out)
     assert f"0 created, {len(SCHEDULES)} up to date, 0 stale removed, 0 moved" in out.getvalue()
     assert Schedule.objects.count() == len(SCHEDULES) + 1
+
+
+@pytest.mark.django_db
+def test_the_scorecard_task_grades_every_active_integration():
+    from monitoring.models import Integration, Scorecard
+
+    Integration.objects.create(name="A", slug="a", environment="production")
+    Integration.objects.create(name="B", slug="b", environment="production", active=False)
+    assert tasks.refresh_scorecards() == "refreshed 1 scorecards"
+    assert list(Scorecard.objects.values_list("integration__slug", flat=True)) == ["a"]
