@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,7 +20,9 @@ from api.body import read_body, require_type
 from api.models import ApiKey, IngestBatch
 from api.problems import Problem, endpoint, json_response
 from monitoring import attempts, recorder, storage
-from monitoring.models import Environment, Integration, Outcome, Source
+from monitoring.models import Environment, Integration, Outcome, RecorderLoss, Source
+
+logger = logging.getLogger(__name__)
 
 # A locked database must not hold the sender for the project's long busy timeout: after
 # this the batch goes to the spool instead.
@@ -27,6 +31,8 @@ LOCK_WAIT_MS = 2000
 # before a sender gives up resending).
 SPOOLED_BATCH_TTL_S = 7 * 24 * 3600
 FUTURE_SLACK = timedelta(minutes=5)
+_HEX = re.compile(r"[0-9a-fA-F]{8,16}")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
 _OUTCOMES = frozenset(Outcome.values)
 _ENVIRONMENTS = frozenset(Environment.values)
 _STORE_ERRORS = (OperationalError, InterfaceError)
@@ -41,6 +47,8 @@ class EventError(ValueError):
 
 def _text(event: dict, name: str, cap: int, *, required: bool = False) -> str | None:
     value = event.get(name)
+    if value.__class__ is str and len(value) <= cap and not required:
+        return value  # the usual case, decided at once (a field of every event)
     if value is None:
         if required:
             raise EventError(name, "is required")
@@ -58,6 +66,15 @@ def _number(event: dict, name: str, *, integer: bool = False, low=0, high=None) 
     value = event.get(name)
     if value is None:
         return None
+    kind = value.__class__
+    # The usual case at once: an int (or a float where one may be) within bounds. NaN and
+    # infinity fail the comparison, bool is its own class: both take the checks below.
+    if (
+        (kind is int or (kind is float and not integer))
+        and high is not None
+        and low <= value <= high
+    ):
+        return value
     if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
         raise EventError(name, "must be an integer" if integer else "must be a number")
     if not math.isfinite(value) or value < low or (high is not None and value > high):
@@ -141,6 +158,33 @@ def parse_event(event: Any, now: datetime) -> dict:
     fields["call_id"] = _text(event, "call_id", 32) or ""
     fields["attempt"] = _number(event, "attempt", integer=True, low=1, high=1000) or 1
     fields["backoff_ms"] = float(_number(event, "backoff_ms", high=86_400_000) or 0.0)
+    # Issue 13: a body's timing as the SDK measured it, and why a stream broke.
+    for name in ("first_byte_ms", "duration_ms"):
+        value = _number(event, name, high=86_400_000)
+        if value is not None:
+            fields[name] = float(value)
+    streamed = event.get("streamed")
+    if streamed is not None and not isinstance(streamed, bool):
+        raise EventError("streamed", "must be true or false")
+    if streamed:
+        fields["streamed"] = True
+    stream_error = _text(event, "stream_error", 100)
+    if stream_error:
+        fields["error_code"] = stream_error
+    # Issue 18: the caller's credential fingerprint and version header name (never values).
+    fingerprint = _text(event, "key_fingerprint", 16)
+    if fingerprint:
+        if not _HEX.fullmatch(fingerprint):
+            raise EventError("key_fingerprint", "must be 8 to 16 hex characters")
+        fields["key_fingerprint"] = fingerprint.lower()
+    version_header = _text(event, "version_header", 64)
+    if version_header:
+        if not _HEADER_NAME.fullmatch(version_header):
+            raise EventError("version_header", "must be a header name")
+        fields["version_header"] = version_header
+    token_age = _number(event, "token_age_s", high=10 * 365 * 86_400)
+    if token_age is not None:
+        fields["token_age_s"] = float(token_age)
     return fields
 
 
@@ -150,18 +194,31 @@ class _Integrations:
     def __init__(self, key: ApiKey) -> None:
         self.key = key
         self.allowed = set(key.integrations.values_list("pk", flat=True))
-        self.found: dict[tuple[str, str | None], Integration | EventError] = {}
+        self.found: dict[tuple[str, str | None], int | EventError] = {}
+        # The same answers by the event's raw (integration, environment) values.
+        self.seen: dict[tuple, int | EventError] = {}
 
-    def get(self, event: dict) -> Integration:
-        slug = _text(event, "integration", 100, required=True).strip()
-        environment = event.get("environment")
-        if environment is not None and environment not in _ENVIRONMENTS:
-            raise EventError("environment", f"must be one of {', '.join(sorted(_ENVIRONMENTS))}")
-        name = (slug, environment)
-        if name not in self.found:
-            self.found[name] = self._resolve(slug, environment)
-        found = self.found[name]
-        if isinstance(found, EventError):
+    def get(self, event: dict) -> int:
+        """The id of the event's integration; EventError if it is bad or not the key's."""
+        raw = (event.get("integration"), event.get("environment"))
+        try:
+            found = self.seen.get(raw)  # the same pair as the event before, nearly always
+        except TypeError:  # an unhashable value: the checks below say what is wrong
+            found = None
+        if found is None:
+            slug = _text(event, "integration", 100, required=True).strip()
+            environment = raw[1]
+            if environment is not None and (
+                not isinstance(environment, str) or environment not in _ENVIRONMENTS
+            ):
+                choices = ", ".join(sorted(_ENVIRONMENTS))
+                raise EventError("environment", f"must be one of {choices}")
+            name = (slug, environment)
+            if name not in self.found:
+                resolved = self._resolve(slug, environment)
+                self.found[name] = resolved if isinstance(resolved, EventError) else resolved.pk
+            found = self.seen[raw] = self.found[name]
+        if found.__class__ is EventError:
             raise found
         return found
 
@@ -185,7 +242,7 @@ class _Integrations:
             return EventError("integration", str(exc))
 
 
-def _payload(request: HttpRequest) -> tuple[str, list]:
+def _payload(request: HttpRequest) -> tuple[str, list, int]:
     require_type(request, "application/json")
     data = read_body(request)
     try:
@@ -219,14 +276,32 @@ def _payload(request: HttpRequest) -> tuple[str, list]:
     cap = settings.UPSTREAM["API_MAX_EVENTS"]
     if len(events) > cap:
         raise Problem(413, f"At most {cap:,} events per request; this one has {len(events):,}.")
-    return batch_id.strip(), events
+    # Events the sender had to drop (its queue or spool was full) since its last batch.
+    dropped = payload.get("dropped", 0)
+    if isinstance(dropped, bool) or not isinstance(dropped, int) or not 0 <= dropped < 2**31:
+        raise Problem(
+            400,
+            "dropped must be a non-negative integer.",
+            errors=[{"index": None, "field": "dropped", "message": "must be an integer ≥ 0"}],
+        )
+    return batch_id.strip(), events, dropped
+
+
+def _record_dropped(key: ApiKey, dropped: int) -> None:
+    """Make a sender's losses visible: a RecorderLoss row (listed in the admin) naming the
+    key. Written only for a batch stored now, so a resent batch counts once."""
+    reason = f"API key {key.prefix}… ({key.name}) dropped {dropped:,} events before sending"
+    try:
+        RecorderLoss.objects.create(rows=dropped, reason=reason[:500])
+    except _STORE_ERRORS:
+        logger.warning("could not record %d events dropped by key %s", dropped, key.prefix)
 
 
 def _spooled_key(key: ApiKey, batch_id: str) -> str:
     return f"api:spooled:{key.pk}:{batch_id}"
 
 
-def _seen(key: ApiKey, batch_id: str) -> int | None:
+def seen(key: ApiKey, batch_id: str) -> int | None:
     """Events accepted earlier under this batch id, or None if it is new."""
     done = IngestBatch.objects.filter(key=key, batch_id=batch_id).values_list("accepted", flat=True)
     for accepted in done:
@@ -286,9 +361,9 @@ def store(rows: list[dict], key: ApiKey, batch_id: str) -> str:
 @require_key("ingest")
 def ingest(request: HttpRequest) -> HttpResponse:
     key = request.api_key
-    batch_id, events = _payload(request)
+    batch_id, events, dropped = _payload(request)
     if batch_id:
-        earlier = _seen(key, batch_id)
+        earlier = seen(key, batch_id)
         if earlier is not None:
             return _answer(earlier, 0, True, [])
     now = timezone.now()
@@ -301,9 +376,12 @@ def ingest(request: HttpRequest) -> HttpResponse:
             rows.append(attempts.to_row(attempts.from_fields(**fields)))
         except EventError as exc:
             errors.append({"index": index, "field": exc.field, "message": exc.message})
-    outcome = store(rows, key, batch_id) if rows else "stored"
+    # A batch carrying only a drop count is stored too: its batch id makes the count once.
+    outcome = store(rows, key, batch_id) if rows or dropped else "stored"
     if outcome == "duplicate":
-        return _answer(_seen(key, batch_id) or 0, 0, True, [])
+        return _answer(seen(key, batch_id) or 0, 0, True, [])
+    if dropped:
+        _record_dropped(key, dropped)
     return _answer(len(rows), len(errors), False, errors)
 
 

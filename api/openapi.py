@@ -37,6 +37,12 @@ EVENT_SCHEMA: dict = {
             "description": "Resending a batch with the same id (per key) stores it once.",
         },
         "events": {"type": "array", "maxItems": 1000, "items": {"$ref": "#/$defs/event"}},
+        "dropped": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "Events the sender dropped since its last batch (its spool was "
+            "full); Upstream records the loss, counted once per batch_id.",
+        },
     },
     "$defs": {
         "event": {
@@ -68,6 +74,18 @@ EVENT_SCHEMA: dict = {
                 "call_id": {"type": "string", "maxLength": 32},
                 "attempt": {"type": "integer", "minimum": 1, "maximum": 1000},
                 "backoff_ms": {"type": "number", "minimum": 0},
+                "first_byte_ms": {"type": ["number", "null"], "minimum": 0},
+                "duration_ms": {
+                    "type": ["number", "null"],
+                    "minimum": 0,
+                    "description": "To the end of the body (a stream's whole length).",
+                },
+                "streamed": {"type": "boolean"},
+                "stream_error": {
+                    "type": "string",
+                    "maxLength": 100,
+                    "description": "Why a stream the provider broke failed (the error code).",
+                },
             },
         }
     },
@@ -213,6 +231,111 @@ DOCUMENT: dict = {
                 },
             }
         },
+        "/api/v1/integrations/{slug}/scorecard": {
+            "get": {
+                "operationId": "integrationScorecard",
+                "summary": "The best-practice scorecard: a grade and each check's evidence",
+                "parameters": [
+                    {"name": "slug", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {
+                        "name": "environment",
+                        "in": "query",
+                        "schema": {"enum": list(Environment.values)},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The newest scorecard (refreshed hourly)",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "integration": _INTEGRATION,
+                                        "computed_at": {"type": "string", "format": "date-time"},
+                                        "score": {"type": ["integer", "null"]},
+                                        "grade": {"type": "string"},
+                                        "checks": {
+                                            "type": "array",
+                                            "items": {
+                                                "type": "object",
+                                                "properties": {
+                                                    "key": {"type": "string"},
+                                                    "title": {"type": "string"},
+                                                    "grade": {
+                                                        "enum": ["pass", "warn", "fail", "unknown"]
+                                                    },
+                                                    "evidence": {"type": "string"},
+                                                    "guide": {"type": "string"},
+                                                    "link": {"type": "string"},
+                                                },
+                                            },
+                                        },
+                                        "changed_since_last_week": {"type": "array"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "400": _problem("Unknown environment, or an ambiguous slug"),
+                    "404": _problem("No such integration"),
+                    **_ERRORS,
+                },
+            }
+        },
+        "/api/v1/config": {
+            "get": {
+                "operationId": "exportConfig",
+                "summary": "The configuration as YAML (or JSON with Accept: application/json)",
+                "responses": {
+                    "200": {
+                        "description": "Integrations, probes, webhooks, channels, routes, "
+                        "rules, maintenance windows; secrets only as ${ENV} references",
+                        "content": {
+                            "application/yaml": {"schema": {"type": "string"}},
+                            "application/json": {"schema": {"type": "object"}},
+                        },
+                    },
+                    **_ERRORS,
+                },
+            },
+            "put": {
+                "operationId": "importConfig",
+                "summary": "Apply a configuration idempotently (scope admin); the diff back",
+                "parameters": [
+                    {"name": "dry_run", "in": "query", "schema": {"type": "boolean"}},
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/yaml": {"schema": {"type": "string"}},
+                        "application/json": {"schema": {"type": "object"}},
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "What changed (or would, with dry_run)",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "dry_run": {"type": "boolean"},
+                                        "changes": {"type": "array"},
+                                        "unchanged": {"type": "integer"},
+                                        "diff": {"type": "string"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "400": _problem("Not valid: every problem listed; nothing was changed"),
+                    "413": _problem("Body too large"),
+                    "415": _problem("Unsupported Content-Encoding"),
+                    **_ERRORS,
+                },
+            },
+        },
         "/api/v1/alerts": {
             "get": {
                 "operationId": "listAlerts",
@@ -273,6 +396,7 @@ DOCUMENT: dict = {
                 **{k: v for k, v in EVENT_SCHEMA.items() if k not in ("$schema", "$id", "$defs")},
                 "properties": {
                     "batch_id": EVENT_SCHEMA["properties"]["batch_id"],
+                    "dropped": EVENT_SCHEMA["properties"]["dropped"],
                     "events": {
                         "type": "array",
                         "description": "Up to 1,000 events (configurable); more is 413.",

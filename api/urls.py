@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import path, re_path
 
-from api import events, openapi, read, views_otlp
+from api import config, events, openapi, read, views_hooks, views_otlp
 
 app_name = "api"
 
@@ -12,8 +12,11 @@ urlpatterns = [
     path("api/v1/events", events.ingest, name="events"),
     path("api/v1/integrations", read.integrations, name="integrations"),
     path("api/v1/integrations/<str:slug>/summary", read.summary, name="summary"),
+    path("api/v1/integrations/<str:slug>/scorecard", read.scorecard, name="scorecard"),
     path("api/v1/alerts", read.alerts, name="alerts"),
+    path("api/v1/config", config.document, name="config"),
     path("api/v1/openapi.json", openapi.document, name="openapi"),
     path("api/v1/schema/events.json", openapi.events_schema, name="events_schema"),
     path("otlp/v1/traces", views_otlp.traces, name="otlp_traces"),
+    re_path(r"^hooks/(?P<token>[^/]+)/?$", views_hooks.receive, name="hook"),
 ]

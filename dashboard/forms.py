@@ -133,6 +133,10 @@ class LogFilterForm(forms.Form):
     )
     path = forms.CharField(max_length=255, required=False, label="Path template")
     error_code = forms.CharField(max_length=100, required=False, label="Error code")
+    q = forms.CharField(
+        max_length=200, required=False, label="Search", help_text="Path, error code or message"
+    )
+    call_id = forms.CharField(max_length=32, required=False, label="Call id")
     range = forms.ChoiceField(
         choices=[(k, f"Last {RANGE_LABELS[k]}") for k in RANGES], required=False, label="Time"
     )
@@ -148,6 +152,12 @@ class LogFilterForm(forms.Form):
 
     def clean_error_code(self) -> str:
         return self.cleaned_data["error_code"].strip()
+
+    def clean_q(self) -> str:
+        return self.cleaned_data["q"].strip()
+
+    def clean_call_id(self) -> str:
+        return self.cleaned_data["call_id"].strip()
 
     def clean_after(self) -> tuple[dt.datetime, int] | None:
         value = self.cleaned_data["after"].strip()

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import zoneinfo
 
 from django.conf import settings
+from django.contrib.auth.signals import user_logged_in
 from django.core.checks import Error
+from django.dispatch import receiver
 from django.http import HttpResponse
 from django.http.request import split_domain_port
+from django.utils import timezone
 from django.utils.cache import patch_cache_control
 
 POLICY = "; ".join(
@@ -106,3 +110,51 @@ class ContentSecurityPolicyMiddleware:
         response = self.get_response(request)
         response.headers.setdefault("Content-Security-Policy", POLICY)
         return response
+
+
+# The session key holding the signed-in user's time zone ("" for UTC): set at sign-in and
+# when the profile is saved, so a page costs no query for it.
+ZONE_SESSION_KEY = "upstream_tz"
+# Machine-facing URLs (the api app's) stay UTC even for a browser that is signed in.
+_MACHINE = ("/api/", "/otlp/", "/hooks/")
+
+
+def _stored_zone(user) -> str:
+    from monitoring.models import NotificationPreference
+
+    zone = (
+        NotificationPreference.objects.filter(user=user).values_list("time_zone", flat=True).first()
+    )
+    return zone or ""
+
+
+@receiver(user_logged_in)
+def _remember_zone(sender, request, user, **kwargs):
+    if request is not None and hasattr(request, "session"):
+        request.session[ZONE_SESSION_KEY] = _stored_zone(user)
+
+
+class TimeZoneMiddleware:
+    """Render pages in the signed-in user's zone (their profile's); URLs, forms' stored
+    values and the API stay UTC, because only rendering and form input read the active zone.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        user = getattr(request, "user", None)
+        zone = ""
+        if user is not None and user.is_authenticated and not request.path.startswith(_MACHINE):
+            zone = request.session.get(ZONE_SESSION_KEY)
+            if zone is None:  # a session from before this setting existed
+                zone = request.session[ZONE_SESSION_KEY] = _stored_zone(user)
+        try:
+            tz = zoneinfo.ZoneInfo(zone) if zone else None
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            tz = None
+        if tz is None:
+            timezone.deactivate()
+            return self.get_response(request)
+        with timezone.override(tz):
+            return self.get_response(request)

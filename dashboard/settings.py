@@ -61,6 +61,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # After authentication: pages render times in the user's own zone.
+    "dashboard.middleware.TimeZoneMiddleware",
     "dashboard.middleware.PrivatePagesMiddleware",
     "dashboard.middleware.ContentSecurityPolicyMiddleware",
 ]
@@ -274,6 +276,10 @@ UPSTREAM = {
     "API_MAX_BODY_BYTES": env_int("UPSTREAM_API_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
     # OTLP export requests, after decompression.
     "OTLP_MAX_BYTES": env_int("UPSTREAM_OTLP_MAX_BYTES", 8 * 1024 * 1024, minimum=1024),
+    # Webhook deliveries to /hooks/<token>/: the body cap, and the key (comma-separated for
+    # rotation, the first encrypts) for webhook secrets stored as values, not ${ENV} refs.
+    "WEBHOOK_MAX_BODY_BYTES": env_int("UPSTREAM_WEBHOOK_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
+    "SECRETS_KEY": env_str("UPSTREAM_SECRETS_KEY", ""),
     # Sign-in throttling: this many failures within the window lock the username (or the
     # address) out; the lockout doubles on each repeat within a day, up to the maximum.
     "SIGNIN_FAILURES_PER_USER": env_int("UPSTREAM_SIGNIN_FAILURES_PER_USER", 5, minimum=1),

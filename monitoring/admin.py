@@ -234,12 +234,71 @@ class NoCountPaginator(Paginator):
         return 10**9
 
 
+class IntegrationAdminForm(forms.ModelForm):
+    """The integration form, with the preset offered as a choice from the registry."""
+
+    preset = forms.ChoiceField(
+        required=False,
+        help_text="On add, the preset also gives the integration its documented path "
+        "templates, redaction names, host patterns, probes and rules.",
+    )
+
+    class Meta:
+        model = Integration
+        fields = [
+            "name", "slug", "environment", "preset", "base_url", "owner_email",
+            "expected_api_version", "require_https", "path_templates", "redact_names",
+            "host_patterns", "active", "created",
+        ]  # fmt: skip
+
+    def __init__(self, *args, **kwargs):
+        from monitoring import presets
+
+        super().__init__(*args, **kwargs)
+        self.fields["preset"].choices = [("", "— none —"), *presets.choices()]
+
+    def clean(self):
+        from monitoring import presets
+
+        cleaned = super().clean()
+        name = cleaned.get("preset")
+        if name and not cleaned.get("base_url") and presets.get(name).placeholders():
+            self.add_error(
+                "base_url", f"This preset needs a base URL like {presets.get(name).base_url}"
+            )
+        return cleaned
+
+
 @admin.register(Integration)
 class IntegrationAdmin(AuditedAdmin):
-    list_display = ["name", "environment", "slug", "base_url", "owner_email", "active"]
-    list_filter = ["environment", "active"]
+    form = IntegrationAdminForm
+    list_display = ["name", "environment", "slug", "preset", "base_url", "owner_email", "active"]
+    list_filter = ["environment", "active", "preset"]
     search_fields = ["name", "slug", "base_url"]
     prepopulated_fields = {"slug": ["name"]}
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change or not obj.preset:
+            return
+        from monitoring import presets
+        from monitoring.presets.setup import PresetError, apply, plan
+
+        # The same path as `manage.py add_integration`, over what the form just created:
+        # what was typed stays, the preset adds its templates, probes and rules.
+        try:
+            result = plan(
+                presets.get(obj.preset),
+                environment=obj.environment,
+                slug=obj.slug,
+                base_url=obj.base_url or None,
+            )
+        except PresetError as exc:
+            messages.warning(request, f"Preset not applied: {exc}")
+            return
+        if result.changes:
+            apply(result, request=request)
+            messages.info(request, f"Preset {obj.preset!r}: {len(result.changes)} change(s).")
 
 
 @admin.register(RequestLog)
@@ -600,5 +659,5 @@ for _model, _model_admin in [
         admin.site.unregister(_model)
         admin.site.register(_model, _model_admin)
 
-# The unmapped OTLP hosts list lives beside the code that fills it.
-from monitoring import admin_hosts  # noqa: E402, F401
+# The unmapped OTLP hosts list and the webhook admin live beside the code they serve.
+from monitoring import admin_hosts, admin_webhooks  # noqa: E402, F401

@@ -29,20 +29,23 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
+from functools import lru_cache
 from operator import gt, itemgetter
 from typing import Any, NamedTuple
-from urllib.parse import unquote_plus, urlsplit
+from urllib.parse import SplitResult, unquote_plus, urlsplit
 
 import httpx
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
-from monitoring import parsing
+from monitoring import parsing, presets
 from monitoring.models import Environment, Integration, Outcome, RequestLog, Source
+from monitoring.presets import Preset
 from monitoring.redaction import REDACTED, Redactor
 
 __all__ = [
@@ -107,8 +110,9 @@ class Attempt(NamedTuple):
     #: Bytes received; None to take the Content-Length from ``headers``.
     response_bytes: int | None
     #: The response headers the parsers read, as (lower-case name, value) byte pairs
-    #: (``Policy.kept_headers``); None if there was no response.
-    headers: list[tuple[bytes, bytes]] | None
+    #: (``Policy.kept_headers``), or the SDK's dict of kept str headers (the writer keeps
+    #: only what it parses); None if there was no response.
+    headers: list[tuple[bytes, bytes]] | dict[str, str] | None
     #: Ties the retries of one call together ("" when the source has none).
     call_id: str
     #: 1 for the first try of a call, 2 for its first retry …
@@ -154,12 +158,21 @@ _DEFAULTS: dict[str, Any] = {
     "ratelimit_limit": None,
     "ratelimit_remaining": None,
     "ratelimit_reset": None,
+    "token_limit": None,
+    "token_remaining": None,
+    "token_reset": None,
     "retry_after_s": None,
     "deprecated": False,
     "deprecation_at": None,
     "sunset_at": None,
     "deprecation_link": "",
     "api_version": "",
+    "first_byte_ms": None,
+    "duration_ms": None,
+    "streamed": False,
+    "key_fingerprint": "",
+    "version_header": "",
+    "token_age_s": None,
 }
 _COLUMN_SET = frozenset(COLUMNS)
 # Capped text columns, read in one call; a row whose lengths all fit passes in C.
@@ -202,6 +215,8 @@ class Policy:
         self.templates: tuple[str, ...] = ()
         self.redact_names: tuple[str, ...] = ()
         self.redactor = _DEFAULT_REDACTOR
+        #: The integration's provider preset (error shapes, diagnoses); None for none.
+        self.preset: Preset | None = None
         self._secret_names: dict[bytes, bool] = {}
         self._template_cache: dict[str, str] = {}
 
@@ -213,6 +228,7 @@ class Policy:
         self.slug = integration.slug
         self.environment = integration.environment
         self.require_https = integration.require_https
+        self.preset = presets.ALL.get(integration.preset)
         templates = tuple(integration.explicit_templates())
         if templates != self.templates:
             self.templates, self._template_cache = templates, {}
@@ -317,11 +333,49 @@ def policy_for(
             found = _BY_NAME[name] = Policy(*name, base_url, named=True)
             _ALL.add(found)
     if found.id is None:
+        if _in_event_loop():
+            # Issue 13: a client made inside a running event loop must not wait on the
+            # database (a locked SQLite held the loop for seconds): load it on the side;
+            # meanwhile attempts carry the slug and the writer resolves them.
+            _resolve_in_background(found)
+            return found
         try:
             _outside_event_loop(lambda: _resolve(found))
         except DatabaseError as exc:
             logger.warning("Upstream: integration %r not loaded yet (%s)", found.slug, exc)
     return found
+
+
+_resolving: set[int] = set()
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _resolve_in_background(found: Policy) -> None:
+    with _LOCK:
+        if id(found) in _resolving:
+            return
+        _resolving.add(id(found))
+
+    def run() -> None:
+        from django.db import connection
+
+        try:
+            _resolve(found)
+        except (DatabaseError, ValueError) as exc:
+            logger.warning("Upstream: integration %r not loaded yet (%s)", found.slug, exc)
+        finally:
+            connection.close()
+            with _LOCK:
+                _resolving.discard(id(found))
+
+    threading.Thread(target=run, name="upstream-integration-load", daemon=True).start()
 
 
 def policy(integration_id: int) -> Policy:
@@ -536,6 +590,29 @@ _TEXT_FIELDS = ("error_code", "deprecation_link")
 _FIELD_NAMES = _COLUMN_SET | {"integration", "url", "response_headers", "content_type"}
 
 
+# A URL urlsplit would split exactly so: lower-case http(s), a host of plain characters and
+# an optional port (no userinfo, no brackets), printable ASCII after it. Anything else (tabs,
+# control characters, "@", non-ASCII …) goes through urlsplit itself.
+_PLAIN_URL = re.compile(
+    r"(https?)://([A-Za-z0-9.:-]+)"  # scheme, host[:port]
+    r"(/[!-\"$->@-~]*)?"  # path: printable, no "#" or "?"
+    r"(?:\?([!-\"$-~]*))?"  # query: printable, no "#"
+    r"(?:#[!-~]*)?"  # fragment, dropped
+)
+
+
+@lru_cache(maxsize=1024)
+def _host_port(scheme: str, netloc: str) -> tuple[str, int | None]:
+    """The host (userinfo dropped, lower case) and port of a URL's netloc; cached because a
+    batch names few hosts and SplitResult parses the netloc again for each property."""
+    parts = SplitResult(scheme, netloc, "", "", "")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return parts.hostname or "", port
+
+
 def from_fields(**fields: Any) -> Attempt:
     """An ``Attempt`` from keyword fields, scrubbed with the integration's policy.
 
@@ -567,15 +644,17 @@ def from_fields(**fields: Any) -> Attempt:
     url = fields.pop("url", None)
     port = None
     if url:
-        parts = urlsplit(str(url)[: parsing.BODY_WINDOW])
-        try:
-            port = parts.port
-        except ValueError:
-            port = None
-        fields.setdefault("scheme", parts.scheme or "https")
-        fields.setdefault("host", parts.hostname or "")
-        fields.setdefault("path", parts.path or "/")
-        fields.setdefault("query", parts.query)
+        url = str(url)[: parsing.BODY_WINDOW]
+        plain = _PLAIN_URL.fullmatch(url)
+        if plain:  # what urlsplit gives for it, at a fraction of the cost (ingest's hot path)
+            scheme, netloc, path, query = plain.groups(default="")
+        else:
+            scheme, netloc, path, query, _ = urlsplit(url)
+        hostname, port = _host_port(scheme, netloc)
+        fields.setdefault("scheme", scheme or "https")
+        fields.setdefault("host", hostname)
+        fields.setdefault("path", path or "/")
+        fields.setdefault("query", query)
     for name in ("method", "host", "path", "latency_ms"):
         if fields.get(name) is None:
             raise TypeError(f"from_fields() needs {name}= (or url=)")
@@ -591,7 +670,7 @@ def from_fields(**fields: Any) -> Attempt:
     if body:
         raw = body.encode() if isinstance(body, str) else bytes(body)
         scrubbed_body, content_type = rules.scrub_body(raw, content_type)
-    given = {name: value for name, value in fields.items() if name not in _SLOT_FIELDS}
+    given = {name: fields[name] for name in fields.keys() - _SLOT_FIELDS}
     for name in _TEXT_FIELDS:
         if given.get(name):
             given[name] = redactor.text(str(given[name]))
@@ -693,17 +772,30 @@ def to_row(item: Attempt | dict) -> dict:
         "ratelimit_limit": None,
         "ratelimit_remaining": None,
         "ratelimit_reset": None,
+        "token_limit": None,
+        "token_remaining": None,
+        "token_reset": None,
         "retry_after_s": None,
         "deprecated": False,
         "deprecation_at": None,
         "sunset_at": None,
         "deprecation_link": "",
         "api_version": "",
+        "first_byte_ms": None,
+        "duration_ms": None,
+        "streamed": False,
+        "key_fingerprint": "",
+        "version_header": "",
+        "token_age_s": None,
     }
     if integration_id is None:
         row[INTEGRATION_KEY] = ident
     if headers:
-        decoded = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers}
+        if headers.__class__ is dict:
+            # The SDK's kept headers (str; monitoring.client): filtered here, on the writer.
+            decoded = {k: v for k, v in headers.items() if k in _PARSED_NAMES}
+        else:
+            decoded = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers}
         length = decoded.pop("content-length", None)
         if response_bytes is None and length and length.isdigit():
             row["response_bytes"] = int(length)
@@ -713,7 +805,15 @@ def to_row(item: Attempt | dict) -> dict:
         row["error_message"] = error_message[:500]
     if error_body is not None:
         if not error_message and not (given and given.get("error_code")):
-            parsed = parsing.parse_error(error_body.encode(), content_type, scrub=redactor.text)
+            parsed = parsing.parse_error(
+                error_body.encode(),
+                content_type,
+                scrub=redactor.text,
+                preset=rules.preset,
+                status=status,
+                # The caller's JWT age (upstream_client.facts) tells expired from rejected.
+                token_age_s=given.get("token_age_s") if given else None,
+            )
             row["error_code"], row["error_message"] = parsed.code, parsed.message
         row["error_body"] = error_body[:ERROR_BODY_CAP]
     if given is not None:
@@ -745,6 +845,7 @@ def _cap(row: dict) -> None:
 
 
 _RATE_HEADERS = parsing.RATE_LIMIT_HEADERS
+_PARSED_NAMES = frozenset(("content-length", *parsing.PARSED_HEADERS))
 # Deprecation and version headers are the same on every call to an endpoint, and their
 # parsers are pure: remember the last few answers (rate limits change every call).
 _pure_cache: dict[tuple, tuple] = {}
@@ -761,6 +862,11 @@ def _apply_headers(row: dict, headers: Mapping[str, str], now: float, redactor: 
         if limits.reset_at is not None:
             row["ratelimit_reset"] = _from_epoch(limits.reset_at)
         row["retry_after_s"] = limits.retry_after_s
+        if limits.token_remaining is not None:
+            row["token_limit"] = limits.token_limit
+            row["token_remaining"] = limits.token_remaining
+            if limits.token_reset_at is not None:
+                row["token_reset"] = _from_epoch(limits.token_reset_at)
     rest = tuple(item for item in headers.items() if item[0] not in _RATE_HEADERS)
     if not rest:
         return

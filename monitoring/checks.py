@@ -127,3 +127,77 @@ def check_alerts_reach_someone(app_configs, databases=None, **kwargs):
             id="upstream.W016",
         )
     ]
+
+
+@register()
+def check_presets(app_configs, **kwargs):
+    """The preset registry names only rule kinds and webhook schemes Upstream has."""
+    from monitoring import presets
+    from monitoring.models import RuleKind
+    from monitoring.webhooks.schemes import SCHEMES
+
+    schemes = list(SCHEMES)
+    return [
+        Error(
+            f"Preset registry out of step: {problem}",
+            hint="Fix the preset in monitoring/presets/catalog.py, or add the rule kind / "
+            "webhook scheme it expects.",
+            obj="monitoring.presets.ALL",
+            id="upstream.E030",
+        )
+        for problem in presets.problems(RuleKind.values, schemes)
+    ]
+
+
+@register(Tags.database)
+def check_integration_presets(app_configs, databases=None, **kwargs):
+    """Every stored Integration.preset is a preset the registry knows (`check --database`)."""
+    from django.db import DatabaseError
+
+    from monitoring import presets
+    from monitoring.models import Integration
+
+    errors = []
+    for alias in databases or ():
+        try:
+            rows = list(
+                Integration.objects.using(alias)
+                .exclude(preset="")
+                .exclude(preset__in=list(presets.ALL))
+                .values_list("pk", "slug", "preset")[:20]
+            )
+        except DatabaseError:  # not migrated yet
+            continue
+        for pk, slug, preset in rows:
+            errors.append(
+                Warning(
+                    f"Integration {slug!r} names preset {preset!r}, which this build does not "
+                    "have: its errors are parsed with the generic rules",
+                    hint=f"Set its preset to one of {', '.join(sorted(presets.ALL))}, or blank.",
+                    obj=f"monitoring.Integration {pk}",
+                    id="upstream.W030",
+                )
+            )
+    return errors
+
+
+@register()
+def check_webhook_schemes(app_configs, **kwargs):
+    """The webhook scheme registry and WebhookEndpoint.scheme's choices name the same schemes."""
+    from monitoring.models import WebhookScheme
+    from monitoring.webhooks import schemes
+
+    registered, choices = set(schemes.SCHEMES), set(WebhookScheme.values)
+    mismatched = [key for key, scheme in schemes.SCHEMES.items() if scheme.key != key]
+    if registered == choices and not mismatched:
+        return []
+    return [
+        Error(
+            "Webhook schemes and WebhookScheme choices disagree: "
+            f"only registered {sorted(registered - choices)}, only choices "
+            f"{sorted(choices - registered)}, registered under another key {mismatched}",
+            hint="Add the scheme class to monitoring/webhooks/schemes.py SCHEMES and its value "
+            "to WebhookScheme (with a migration), or remove both.",
+            id="upstream.E040",
+        )
+    ]

@@ -75,18 +75,20 @@ def count(value, unit: str = "req") -> str:
     return f"{text} {unit}" if unit else text
 
 
+# The active zone is UTC except on pages for a user who chose one in their profile
+# (dashboard.middleware.TimeZoneMiddleware); e-mails and tasks always render in UTC.
 @register.filter
 def utc(value) -> str:
     if not isinstance(value, dt.datetime):
         return DASH
-    return timezone.localtime(value, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 @register.filter
 def utc_short(value) -> str:
     if not isinstance(value, dt.datetime):
         return DASH
-    return timezone.localtime(value, dt.UTC).strftime("%b %d, %H:%M UTC")
+    return timezone.localtime(value).strftime("%b %d, %H:%M %Z")
 
 
 def _span(seconds: float) -> str:

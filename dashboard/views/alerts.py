@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlsplit
 
+from django.core.paginator import Paginator
+from django.db import transaction
 from django.db.models import Count, Q
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -17,8 +19,8 @@ from dashboard.templatetags import upstream as units
 from dashboard.views import bad_input, is_partial, render_page
 from monitoring import audit
 from monitoring.alerts import lifecycle as alerting
-from monitoring.alerts import notify, rules
-from monitoring.alerts.forms import AlertRuleForm
+from monitoring.alerts import notify
+from monitoring.alerts.forms import TYPED_MARKER, TypedRuleForm
 from monitoring.models import Alert, AlertRule, AlertState, Silence
 from monitoring.roles import Action
 
@@ -27,7 +29,7 @@ TABS = [
     (AlertState.ACKNOWLEDGED, "Acknowledged"),
     (AlertState.RESOLVED, "Resolved"),
 ]
-LIST_LIMIT = 100
+LIST_LIMIT = 50  # alerts per page
 
 
 def _state_from(request) -> str:
@@ -73,11 +75,14 @@ def alert_list(request):
     if not state:
         return bad_input(request, "Choose the firing, acknowledged or resolved alerts.")
     order = "-resolved_at" if state == AlertState.RESOLVED else "-first_seen"
-    alerts = list(
+    # Counted per state on the (state, first_seen) index; pages beyond the last show the last.
+    page = Paginator(
         Alert.objects.filter(state=state)
         .select_related("rule", "integration", "acknowledged_by")
-        .order_by(order, "-id")[:LIST_LIMIT]
-    )
+        .order_by(order, "-id"),
+        LIST_LIMIT,
+    ).get_page(request.GET.get("page"))
+    alerts = list(page)
     now = timezone.now()
     silences = list(
         Silence.objects.filter(ends_at__gt=now)
@@ -93,7 +98,7 @@ def alert_list(request):
         "tabs": _tabs(),
         "silences": silences,
         "unheard": notify.unheard_alerts(limit=50) if state == AlertState.FIRING else [],
-        "limit": LIST_LIMIT,
+        "page": page,
         "nav": "alerts",
     }
     return render_page(request, "dashboard/alerts.html", context)
@@ -268,29 +273,33 @@ def rule_list(request):
 def rule_edit(request, pk: int | None = None):
     rule = get_object_or_404(AlertRule, pk=pk) if pk is not None else None
     before = audit.snapshot(rule) if rule is not None else None
-    form = AlertRuleForm(request.POST or None, instance=rule)
+    form = TypedRuleForm(request.POST or None, instance=rule)
     _present(form)
     if request.method == "POST":
         if form.is_valid():
-            saved = form.save()
-            audit.record_change(request, saved, before)
+            with transaction.atomic():
+                saved = form.save()
+                audit.record_change(request, saved, before)
+                form.save_route(request)
             return redirect("alert_rules")
         status = 400
     else:
         status = 200
-    params = [
-        (kind.label(), [(name, p.help, p.default) for name, p in kind.params.items()])
-        for kind in rules.KINDS.values()
-    ]
-    context = {"form": form, "rule": rule, "params": params, "nav": "alerts"}
+    context = {
+        "form": form,
+        "rule": rule,
+        "kind_groups": form.kind_groups(),
+        "param_names": form.param_names(),
+        "typed_marker": TYPED_MARKER,
+        "nav": "alerts",
+    }
     return render(request, "dashboard/rule_form.html", context, status=status)
 
 
 def _present(form) -> None:
-    """Labels and sizes for this page; the parameter reference is a table beside the form."""
+    """Labels and sizes for this page; each kind's parameters are fields of their own."""
     fields = form.fields
-    fields["params"].help_text = "A JSON object; anything left out takes its default."
-    fields["params"].widget.attrs.update(rows=4, spellcheck="false", **{"class": "mono"})
+    fields["params"].help_text = ""
     fields["recipients"].widget.attrs.update(rows=2)
     fields["repeat_interval_s"].label = "Remind every (seconds)"
     fields["recovery_s"].label = "Resolve after clear for (seconds)"

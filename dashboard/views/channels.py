@@ -1,11 +1,12 @@
-"""Alert channels: the list with each one's health, and "Send test" for Admins."""
+"""Alert channels: the list with each one's health, "Send test", and the editor for Admins."""
 
 from __future__ import annotations
 
-from django.shortcuts import get_object_or_404, render
-from django.views.decorators.http import require_GET, require_POST
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from dashboard.access import role_required
+from dashboard.channel_form import ChannelForm
 from dashboard.views import is_partial
 from monitoring import audit
 from monitoring.alerts import channels
@@ -46,3 +47,34 @@ def channel_test(request, pk: int):
     if is_partial(request):
         return render(request, "dashboard/_channel_test.html", context)
     return render(request, "dashboard/channel_test.html", context | {"nav": "channels"})
+
+
+@require_http_methods(["GET", "POST"])
+@role_required(Action.CONFIGURE)
+def channel_edit(request, pk: int | None = None):
+    """Create or edit a channel with one field per setting of its kind."""
+    channel = get_object_or_404(Channel, pk=pk) if pk else None
+    form = ChannelForm(request.POST or None, instance=channel)
+    if request.method == "POST" and form.is_valid():
+        before = audit.snapshot(channel) if channel is not None else None
+        saved = form.save()
+        audit.record_change(request, saved, before)
+        return redirect("channels")
+    status = 400 if request.method == "POST" else 200
+    context = {"form": form, "channel": channel, "nav": "channels"}
+    return render(request, "dashboard/channel_form.html", context, status=status)
+
+
+@require_http_methods(["GET", "POST"])
+@role_required(Action.CONFIGURE)
+def channel_delete(request, pk: int):
+    """Confirm, then delete; its routes lose it (a route with no channel sends nothing)."""
+    channel = get_object_or_404(Channel, pk=pk)
+    if request.method == "POST":
+        before = audit.snapshot(channel)
+        channel.delete()
+        audit.record_change(request, channel, before, deleted=True)
+        return redirect("channels")
+    routes = list(channel.routes.all())
+    context = {"channel": channel, "routes": routes, "nav": "channels"}
+    return render(request, "dashboard/channel_delete.html", context)

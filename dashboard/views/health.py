@@ -6,12 +6,14 @@ query only probes and open alerts.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from django import forms
-from django.db.models import Count
+from django.db.models import CharField, Count, OuterRef, Subquery
+from django.db.models.fields.json import KT
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils.html import json_script
@@ -23,7 +25,8 @@ from dashboard.access import role_required
 from dashboard.forms import RANGE_LABELS, RANGES, BadInput, RangeForm, clean_or_raise
 from dashboard.templatetags import upstream as units
 from dashboard.views import bad_input, render_page
-from monitoring import metrics
+from monitoring import metrics, scorecard
+from monitoring.alerts import webhook_rules
 from monitoring.models import (
     Alert,
     AlertState,
@@ -32,6 +35,7 @@ from monitoring.models import (
     Probe,
     RuleKind,
     Source,
+    WebhookEndpoint,
 )
 from monitoring.roles import Action
 
@@ -54,7 +58,11 @@ ATTENTION = {
     "our_calls_failing": 2,
     "calls_failing": 2,
     "degraded": 3,
+    "webhook_signatures_failing": 2,
+    "webhooks_stopped": 3,
 }
+# Webhooks: event types listed on the integration page.
+WEBHOOK_EVENT_TYPES_SHOWN = 10
 ENV_ORDER = {"production": 0, "staging": 1, "sandbox": 2}
 
 
@@ -81,6 +89,7 @@ class Card:
     spark: str  # the sparkline's json_script element
     open_alerts: int = 0
     probes: int = 0
+    grade: str = ""  # the newest stored scorecard's letter
 
 
 def _card(integration, verdict_, summary, chart: dict, open_alerts: int, probes: int) -> Card:
@@ -116,7 +125,11 @@ def _verdicts(
     calls = metrics.window_totals(ids, start, now, source=CALLS)
     runs = metrics.window_totals(ids, start, now, source=Source.PROBE)
     incidents = incidents or {}
-    return {
+    # Diagnoses (expired token, API access disabled …) for the integrations with failures
+    # only: a healthy page costs no query for them.
+    failing = [iid for iid in ids if calls[iid][1]]
+    codes = metrics.recent_error_codes(failing, start, now, source=CALLS) if failing else {}
+    judged = {
         iid: verdict.judge(
             calls=calls[iid][0],
             call_error_rate=calls[iid][1],
@@ -124,8 +137,128 @@ def _verdicts(
             probe_error_rate=runs[iid][1],
             probe_states=states.get(iid, []),
             incident=incidents.get(iid),
+            error_codes=codes.get(iid),
         )
         for iid in ids
+    }
+    hooks = _webhook_signals(ids, now)
+    for iid in hooks:
+        judged[iid] = verdict.with_webhooks(
+            judged[iid],
+            hooks[iid],
+            calls=calls[iid][0],
+            probe_runs=runs[iid][0],
+            probe_error_rate=runs[iid][1],
+            probe_states=states.get(iid, []),
+        )
+    return judged
+
+
+def _webhook_signals(ids: list[int], now: dt.datetime) -> dict[int, verdict.Webhooks]:
+    """The webhook signal of each integration that has an endpoint: one query without any,
+    one more with (the window's delivery counts)."""
+    # A firing signature alert dates a drift (from the minute buckets): read alongside.
+    drift = (
+        Alert.objects.filter(
+            integration_id=OuterRef("integration_id"),
+            rule__kind=RuleKind.WEBHOOK_SIGNATURE_FAILURES,
+            clear_since__isnull=True,
+        )
+        .exclude(state=AlertState.RESOLVED)
+        .order_by("-first_seen")
+        .annotate(since=KT("figures__since"))
+        .values("since")[:1]
+    )
+    endpoints: dict[int, list[tuple]] = {}
+    since: dict[int, dt.datetime] = {}
+    rows = (
+        WebhookEndpoint.objects.filter(integration_id__in=ids, active=True)
+        .annotate(drift_since=Subquery(drift, output_field=CharField()))
+        .values_list(
+            "integration_id", "cadence_s", "max_silence_s", "last_delivery_at", "created",
+            "drift_since",
+        )
+    )  # fmt: skip
+    for iid, *rest, drift_since in rows:
+        endpoints.setdefault(iid, []).append(rest)
+        if drift_since:  # only a drift has a moment; a forged pattern does not
+            with contextlib.suppress(ValueError):
+                since[iid] = dt.datetime.fromisoformat(drift_since)
+    if not endpoints:
+        return {}
+    hook_ids = sorted(endpoints)
+    counts = metrics.window_counts(hook_ids, now - verdict.WINDOW, now, source=Source.WEBHOOK)
+    signals = {}
+    for iid in hook_ids:
+        c = counts[iid]
+        silent, usual = None, ""
+        for cadence_s, max_silence_s, last, created in endpoints[iid]:
+            limit = webhook_rules.silence_limit_s(cadence_s, max_silence_s)
+            gap = now - (last or created)
+            if c.total or limit is None or gap.total_seconds() <= limit:
+                continue
+            if silent is None or gap > silent:
+                silent = gap
+                usual = (
+                    f"set maximum {webhook_rules.duration(limit)}"
+                    if max_silence_s
+                    else f"usually every {webhook_rules.duration(cadence_s)}"
+                )
+        signals[iid] = verdict.Webhooks(
+            deliveries=c.total,
+            failed=c.s401,
+            failing_since=since.get(iid),
+            silent_for=silent,
+            usual=usual,
+        )
+    return signals
+
+
+def _webhook_section(integration: Integration, start, end, grain: str, step) -> dict | None:
+    """The integration page's webhook figures, or None (one query) without an endpoint."""
+    endpoints = list(integration.webhook_endpoints.order_by("-active", "name", "pk"))
+    if not endpoints:
+        return None
+    s = metrics.series(
+        [integration.pk], start, end, source=Source.WEBHOOK, grain=grain, step=step, now=end
+    )
+    total = sum(p.total for p in s.points)
+    verified = sum(p.s2xx for p in s.points)
+    failed = sum(p.s401 for p in s.points)
+    return {
+        "endpoints": [
+            {
+                "name": ep.name or ep.get_scheme_display(),
+                "scheme": ep.get_scheme_display(),
+                "active": ep.active,
+                "last_delivery_at": ep.last_delivery_at,
+                "cadence": webhook_rules.duration(ep.cadence_s) if ep.cadence_s else "",
+            }
+            for ep in endpoints
+        ],
+        "total": total,
+        "verified": verified,
+        "failed": failed,
+        "rejected": total - verified - failed,
+        "deliveries_chart": charts.webhook_deliveries(s),
+        "lag_chart": charts.webhook_lag(s),
+        # A delivery's endpoint is "POST /<event type>" (monitoring.webhooks.record).
+        "event_types": (
+            [
+                (e.endpoint.removeprefix("POST /"), e)
+                for e in metrics.top_endpoints(
+                    integration.pk,
+                    start,
+                    end,
+                    by="volume",
+                    limit=WEBHOOK_EVENT_TYPES_SHOWN,
+                    source=Source.WEBHOOK,
+                    now=end,
+                )
+            ]
+            if total
+            else []
+        ),
     }
 
 
@@ -171,6 +304,7 @@ class Row:
     verdict: verdict.Verdict
     stats: list[tuple[str, str]]
     spark: str  # a small sparkline's json_script element
+    grade: str = ""
 
 
 def _attention(verdict_: verdict.Verdict, open_alerts: int) -> int | None:
@@ -264,6 +398,9 @@ def overview(request):
                 rows.append(
                     _row(i, verdicts[i.pk], summaries[i.pk], charts.sparkline(lines[i.pk], end))
                 )
+        grades = scorecard.latest_grades(page_ids)
+        for item in (*cards, *rows):
+            item.grade = grades.get(item.integration.pk, "")
         shown_ids = [r[3] for r in shown]
         auth_chart = charts.auth_across(lines, shown_ids, _auth_alerts(start, end))
     query = {k: v for k, v in (("range", window.key), ("env", filters["env"])) if v}
@@ -377,6 +514,7 @@ def integration_detail(request, pk: int):
         "open_alerts": open_alerts,
         "probes": probes,
         "snippet": "" if has_calls else client_snippet(integration),
+        "webhooks": _webhook_section(integration, start, end, calls.grain, calls.step),
         "step": calls.step,
         "nav": "overview",
         **_range_context(window),

@@ -54,6 +54,15 @@ from monitoring.models.probes import (
     ProbeResult,
     ProbeState,
 )
+from monitoring.models.scorecards import Grade, KeySighting, Scorecard
+from monitoring.models.webhooks import (
+    SignatureEncoding,
+    WebhookEndpoint,
+    WebhookSample,
+    WebhookScheme,
+    WebhookSecret,
+    WebhookSeen,
+)
 
 __all__ = [
     "ALL_ENDPOINTS",
@@ -76,9 +85,11 @@ __all__ = [
     "DeliveryStatus",
     "Environment",
     "FailureReason",
+    "Grade",
     "Grain",
     "Integration",
     "JobState",
+    "KeySighting",
     "MaintenanceWindow",
     "MetricBucket",
     "Notification",
@@ -94,10 +105,17 @@ __all__ = [
     "RequestLog",
     "Route",
     "RuleKind",
+    "Scorecard",
     "Severity",
+    "SignatureEncoding",
     "Silence",
     "Source",
     "UnmappedHost",
+    "WebhookEndpoint",
+    "WebhookSample",
+    "WebhookScheme",
+    "WebhookSecret",
+    "WebhookSeen",
     "endpoint_of",
     "retain_days",
     "split_endpoint",

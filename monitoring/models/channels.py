@@ -159,6 +159,13 @@ class NotificationPreference(models.Model):
         blank=True,
         help_text='Severities to hear about; [] means all, e.g. ["critical"].',
     )
+    # The person's own settings ride on the same row: one per user, made on first save.
+    time_zone = models.CharField(
+        max_length=64, blank=True, help_text="Pages show times in this zone; empty means UTC."
+    )
+    scorecard_digest = models.BooleanField(
+        default=False, help_text="A weekly e-mail listing the scorecard checks that changed."
+    )
 
     def __str__(self) -> str:
         return f"Notifications for {self.user}"

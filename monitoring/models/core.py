@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.db.models import F, Q
 from django.urls import reverse
@@ -23,6 +24,7 @@ class Source(models.TextChoices):
     PROBE = "probe", "Probe"
     INGEST = "ingest", "Ingest"
     OTLP = "otlp", "OpenTelemetry"
+    WEBHOOK = "webhook", "Webhook"
 
 
 class Outcome(models.TextChoices):
@@ -50,6 +52,17 @@ TRANSPORT_OUTCOMES = frozenset(
         Outcome.OTHER_ERROR,
     }
 )
+
+
+def validate_preset(value: str) -> None:
+    """A preset name the registry knows (blank is allowed: no preset)."""
+    from monitoring import presets
+
+    if value and value not in presets.ALL:
+        raise ValidationError(
+            "Unknown preset %(value)s; known: %(known)s",
+            params={"value": value[:40], "known": ", ".join(sorted(presets.ALL))},
+        )
 
 
 class Integration(models.Model):
@@ -80,6 +93,15 @@ class Integration(models.Model):
         validators=[validate_host_patterns],
         help_text="Hosts whose OpenTelemetry spans belong here, one per line, e.g. "
         "api.stripe.com or *.paubox.net.",
+    )
+    # A name from monitoring.presets (blank = none): not DB choices, so adding a provider
+    # needs no migration; the field's validator and a system check keep values known.
+    preset = models.CharField(
+        max_length=40,
+        blank=True,
+        validators=[validate_preset],
+        help_text="The provider preset this integration was built from (error shapes, "
+        "diagnoses, templates), blank for none.",
     )
     active = models.BooleanField(default=True)
     created = models.DateTimeField(default=timezone.now)
@@ -131,12 +153,30 @@ class RequestLog(models.Model):
     ratelimit_limit = models.PositiveIntegerField(null=True, blank=True)
     ratelimit_remaining = models.PositiveIntegerField(null=True, blank=True)
     ratelimit_reset = models.DateTimeField(null=True, blank=True)
+    # Issue 13: a token budget (OpenAI's x-ratelimit-*-tokens, Anthropic's tightest of its
+    # token limits) apart from the request budget above; null when the provider sends none.
+    token_limit = models.PositiveIntegerField(null=True, blank=True)
+    token_remaining = models.PositiveIntegerField(null=True, blank=True)
+    token_reset = models.DateTimeField(null=True, blank=True)
     retry_after_s = models.FloatField(null=True, blank=True)
     deprecated = models.BooleanField(default=False)
     deprecation_at = models.DateTimeField(null=True, blank=True)
     sunset_at = models.DateTimeField(null=True, blank=True)
     deprecation_link = models.CharField(max_length=500, blank=True)
     api_version = models.CharField(max_length=64, blank=True)
+    # Issue 13 (streams): the body's timing as the caller read it; null when not measured.
+    first_byte_ms = models.FloatField(null=True, blank=True, help_text="To the first body byte")
+    duration_ms = models.FloatField(null=True, blank=True, help_text="To the end of the body")
+    # db_default: raw inserts that predate the column (benchmarks, COPY) still fit.
+    streamed = models.BooleanField(
+        default=False, db_default=False, help_text="An event stream (SSE, NDJSON)"
+    )
+    # Issue 18: what the caller's request said, computed on the caller's side
+    # (upstream_client.facts): a keyed hash of its credential, never the credential; the
+    # name of the version header it sent, never the value; a JWT's age.
+    key_fingerprint = models.CharField(max_length=16, blank=True, db_default="", default="")
+    version_header = models.CharField(max_length=64, blank=True, db_default="", default="")
+    token_age_s = models.FloatField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created", "-id"]

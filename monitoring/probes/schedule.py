@@ -336,6 +336,13 @@ async def _run_all(
         return list(await asyncio.gather(*(one(s) for s in specs)))
 
 
+def try_once(spec: ProbeSpec, *, verify: ssl.SSLContext | bool = True) -> RunResult:
+    """Run a probe that may not be saved yet once, through the real runner (SSRF guard and
+    all), recording nothing: the editor's "Test run"."""
+    (result,) = asyncio.run(_run_all([spec], verify=verify, concurrency=1))
+    return result
+
+
 def run_now(
     probes: Iterable[Probe], *, verify: ssl.SSLContext | bool = True
 ) -> tuple[list[ProbeResult], list[Probe]]:

@@ -45,6 +45,18 @@
     };
   }
 
+  // A line through one value draws nothing: a series with data in a single period (a
+  // newcomer's first calls) shows that value as a point instead. Read at draw time, so an
+  // update in place that brings a second value turns the point back into a line.
+  function lonePoint(ctx) {
+    var data = ctx.dataset.data;
+    var seen = 0;
+    for (var i = 0; i < data.length && seen < 2; i++) {
+      if (data[i] !== null && data[i] !== undefined) seen++;
+    }
+    return seen === 1 ? 3 : 0;
+  }
+
   // ---- Chart configuration from the server's payload (see dashboard/charts.py).
   function datasets(payload) {
     var spark = payload.kind === "spark";
@@ -62,7 +74,7 @@
         borderWidth: type === "bar" ? 0 : spark ? 1.5 : 2,
         borderDash: s.dash ? [6, 4] : undefined,
         fill: spark || s.fill ? "origin" : false,
-        pointRadius: 0,
+        pointRadius: type === "bar" ? 0 : lonePoint,
         pointHoverRadius: spark ? 0 : 3,
         tension: 0.3,
         cubicInterpolationMode: "monotone", // no overshoot below zero or above a peak

@@ -58,7 +58,14 @@ def test_a_user_without_a_role_is_refused(client, outsider, name):
     assert response.status_code == 403
 
 
-@pytest.mark.parametrize("name", [s for s in SCREENS if s not in {"alert_rule_new"}])
+# Argument-free screens only an Admin opens (tests/dashboard/test_*_views.py cover them).
+ADMIN_SCREENS = {
+    "alert_rule_new", "integration_new", "maintenance", "api_keys", "probe_new", "channel_new",
+    "onboarding_key", "webhook_new", "configuration", "configuration_export",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", [s for s in SCREENS if s not in ADMIN_SCREENS])
 def test_a_viewer_can_read_every_screen(client, viewer, name):
     client.force_login(viewer)
     response = client.get(reverse(name))
@@ -93,11 +100,16 @@ def test_unknown_urls_get_a_friendly_404_without_a_traceback(client, viewer):
 # --- Screens with arguments, and every action -------------------------------------------------
 
 # Screens that need more than the Viewer role (their access tests are below).
-CONFIGURE_SCREENS = {"alert_rule_new", "alert_rule"}
+CONFIGURE_SCREENS = {
+    "alert_rule_new", "alert_rule", "integration_edit", "integration_preview", "integration_delete",
+    "probe_edit", "channel_edit", "channel_delete",
+}  # fmt: skip
 
 
 def _object_urls(integration, firing_alert, probe, auth_rule):
-    from monitoring.models import RequestLog
+    from monitoring.models import Channel, RequestLog
+
+    channel = Channel.objects.create(name="ops", kind="email", settings={"addresses": ["a@b.co"]})
 
     row = RequestLog.objects.create(
         integration=integration, method="GET", host="h", path="/x", status=200, outcome="ok",
@@ -105,10 +117,17 @@ def _object_urls(integration, firing_alert, probe, auth_rule):
     )  # fmt: skip
     return {
         "integration": reverse("integration", args=[integration.pk]),
+        "scorecard": reverse("scorecard", args=[integration.pk]),
+        "probe_edit": reverse("probe_edit", args=[probe.pk]),
+        "channel_edit": reverse("channel_edit", args=[channel.pk]),
+        "channel_delete": reverse("channel_delete", args=[channel.pk]),
         "request_log_entry": reverse("request_log_entry", args=[row.pk]),
         "alert": reverse("alert", args=[firing_alert.pk]),
         "probe": reverse("probe", args=[probe.pk]),
         "alert_rule": reverse("alert_rule", args=[auth_rule.pk]),
+        "integration_edit": reverse("integration_edit", args=[integration.pk]),
+        "integration_preview": reverse("integration_preview", args=[integration.pk]),
+        "integration_delete": reverse("integration_delete", args=[integration.pk]),
     }
 
 
@@ -231,7 +250,39 @@ def _channel(_alert):
     return Channel.objects.create(kind="email", name="Ops", settings={"to": "ops@example.com"})
 
 
-OBJECT_ACTIONS = {"silence_end": _silence, "channel_test": _channel}
+def _maintenance(_alert):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from monitoring.models import MaintenanceWindow
+
+    now = timezone.now()
+    return MaintenanceWindow.objects.create(
+        name="Deploy", starts_at=now, ends_at=now + dt.timedelta(hours=1)
+    )
+
+
+def _api_key(_alert):
+    from api.models import ApiKey
+
+    return ApiKey.issue(name="billing", scopes=["ingest"])[0]
+
+
+def _webhook(alert):
+    from monitoring.models import WebhookEndpoint
+
+    return WebhookEndpoint.objects.create(integration=alert.integration, scheme="none")
+
+
+OBJECT_ACTIONS = {
+    "webhook_toggle": _webhook,
+    "silence_end": _silence,
+    "channel_test": _channel,
+    "integration_pause": lambda alert: alert.integration,
+    "maintenance_end": _maintenance,
+    "api_key_revoke": _api_key,
+}
 
 
 @pytest.mark.parametrize("name", sorted(OBJECT_ACTIONS))
