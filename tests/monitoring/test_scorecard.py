@@ -115,8 +115,13 @@ def recording(transactional_db, tmp_path):
 
 
 def make(slug: str = "acme", **fields) -> Integration:
-    fields.setdefault("environment", Environment.PRODUCTION)
-    return Integration.objects.create(name=slug.title(), slug=slug, **fields)
+    environment = fields.pop("environment", Environment.PRODUCTION)
+    # update_or_create: a previous test's last queued attempt may have re-created it after
+    # that test's flush (the writer creates integrations it does not know).
+    integration, _ = Integration.objects.update_or_create(
+        slug=slug, environment=environment, defaults={"name": slug.title(), **fields}
+    )
+    return integration
 
 
 def client(provider: Provider, integration: Integration, **options) -> MonitoredClient:
