@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 import httpx
+from upstream_client.redact import decode_body  # one decoder for the caller and the writer
 
 if TYPE_CHECKING:
     from monitoring.presets import Preset
@@ -147,24 +148,10 @@ class ParsedError:
     message: str = ""
 
 
-_CHARSET = re.compile(r"charset\s*=\s*[\"']?([\w.:-]{1,40})", re.IGNORECASE)
 _IDENTIFIER = re.compile(r"[A-Za-z0-9_.:/-]{1,100}")
 _TAG = re.compile(r"<[^<>]*>")
 _XML_CODE = re.compile(r"<(?:\w{1,20}:)?Code>([^<]{1,200})<")
 _XML_MESSAGE = re.compile(r"<(?:\w{1,20}:)?Message>([^<]{1,2000})<")
-
-
-def decode_body(data: bytes, content_type: str | None) -> str:
-    """Decode a body with its declared charset (UTF-8 otherwise); bad bytes become U+FFFD."""
-    charset = "utf-8"
-    match = _CHARSET.search(content_type or "")
-    if match:
-        charset = match[1]
-    try:
-        text = data.decode(charset, errors="replace")
-    except (LookupError, ValueError):
-        text = data.decode("utf-8", errors="replace")
-    return text.lstrip("\ufeff")
 
 
 def parse_error(
