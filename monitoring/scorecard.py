@@ -186,12 +186,13 @@ class Evidence:
         return self._once("by_call", group)
 
     def log_link(self, **query: Any) -> str:
+        """The request log filtered to this integration over the scorecard's own window."""
+        from urllib.parse import urlencode
+
         from django.urls import reverse
 
-        params = "&".join(
-            f"{k}={v}" for k, v in {"integration": self.integration.pk, **query}.items()
-        )
-        return f"{reverse('request_log')}?{params}"
+        params = {"integration": self.integration.pk, "range": f"{WINDOW.days}d", **query}
+        return f"{reverse('request_log')}?{urlencode(params)}"
 
     def integration_link(self) -> str:
         from django.urls import reverse
@@ -280,7 +281,7 @@ class ErrorsHandled(Check):
             return self.result(
                 Grade.FAIL,
                 f"{sum(pointless.values())} retries of answers a retry cannot fix ({listed}).",
-                ev.log_link(attempt_min=2),
+                ev.log_link(),
                 pointless_retries=sum(pointless.values()),
             )
         if not failures:
@@ -328,7 +329,7 @@ class RetriesBackOff(Check):
             return self.result(
                 Grade.FAIL,
                 "; ".join(parts) + ".",
-                ev.log_link(attempt_min=2),
+                ev.log_link(),
                 early=early,
                 storm_minutes=storms,
             )
@@ -337,7 +338,7 @@ class RetriesBackOff(Check):
                 Grade.WARN,
                 f"{immediate} immediate retries and {flat} calls whose waits did not grow, "
                 f"of {retried} retried calls.",
-                ev.log_link(attempt_min=2),
+                ev.log_link(),
                 immediate=immediate,
                 flat=flat,
             )

@@ -110,3 +110,15 @@ def test_the_overview_shows_each_integrations_grade_with_one_query(client, viewe
     page = client.get(reverse("overview")).content.decode()
     assert f'href="{reverse("scorecard", args=[acme.pk])}"' in page
     assert f">{grade}</a>" in page
+
+
+def test_every_evidence_link_opens_the_request_log_over_the_scorecards_window(client, viewer):
+    from monitoring.scorecard import Evidence
+
+    acme = Integration.objects.create(name="Acme2", slug="acme2", environment="production")
+    evidence = Evidence(acme, timezone.now())
+    client.force_login(viewer)
+    for query in ({}, {"status": 429}, {"outcome": "client_error"}, {"method": "GET"}):
+        link = evidence.log_link(**query)
+        assert "range=7d" in link
+        assert client.get(link).status_code == 200, link
