@@ -211,6 +211,8 @@ class Policy:
             (slug, environment, base_url) if named else None
         )
         self.ident: int | tuple[str, str | None, str] | None = self.key
+        #: Its integration was deleted: created again only when a call next names it.
+        self.gone = False
         self.require_https = True
         self.templates: tuple[str, ...] = ()
         self.redact_names: tuple[str, ...] = ()
@@ -239,6 +241,7 @@ class Policy:
             self._template_cache = {}  # templated paths are scrubbed with the redactor too
         self.id = integration.pk
         self.ident = integration.pk
+        self.gone = False
 
     # -- the caller's side -----------------------------------------------------------------
 
@@ -410,7 +413,8 @@ def policy(integration_id: int) -> Policy:
 def refresh_policies(max_age: float = REFRESH_S) -> None:
     """Reload every policy from the database if the last reload is older than ``max_age``
     seconds; the recorder's writer calls this on each wake. An integration deleted
-    meanwhile is created again for clients that name it by slug (as on first use)."""
+    meanwhile is not created again here: only the next call of a client that names it by
+    slug creates it again (as on first use)."""
     global _refreshed_at
     now = time.monotonic()
     if now - _refreshed_at < max_age:
@@ -436,11 +440,14 @@ def refresh_policies(max_age: float = REFRESH_S) -> None:
                 if found.key is None:
                     _ALL.discard(found)
                 else:
-                    found.id, found.ident = None, found.key
+                    found.id, found.ident, found.gone = None, found.key, True
     for found in policies:
         if found.id is None and found.key is not None:
             try:
-                _resolve(found)
+                if found.gone:
+                    _readopt(found)
+                else:
+                    _resolve(found)
             except (DatabaseError, ValueError) as exc:
                 logger.warning("Upstream: integration %r not resolved (%s)", found.slug, exc)
 
@@ -461,6 +468,21 @@ def _adopt(integration: Integration) -> Policy:
             _ALL.add(found)
     found.apply(integration)
     return found
+
+
+def _readopt(named: Policy) -> None:
+    """Take back the integration of a policy whose integration was deleted, if one of that
+    slug exists again. It is not created here: somebody deleted it on purpose, so only the
+    next call that names it creates it again (the writer resolves such rows by key)."""
+    slug, environment, _ = named.key
+    found = Integration.objects.filter(slug=slug)
+    if environment:
+        found = found.filter(environment=environment)
+    matches = list(found[:2])
+    if len(matches) == 1:
+        named.apply(matches[0])
+        with _LOCK:
+            _BY_ID.setdefault(matches[0].pk, named)
 
 
 def _resolve(named: Policy) -> None:

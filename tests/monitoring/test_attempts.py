@@ -325,14 +325,28 @@ def test_admin_edits_reach_the_policy_at_the_next_refresh(acme):
     assert rules.require_https is False
 
 
-def test_an_integration_deleted_meanwhile_is_created_again_for_clients_naming_it(acme):
+def test_an_integration_deleted_meanwhile_is_created_again_only_by_the_next_call(
+    recording, acme, partner
+):
+    base, _ = partner
     rules = attempts.policy_for("acme", "production")
     acme.delete()
     attempts.refresh_policies(max_age=0)
+    attempts.refresh_policies(max_age=0)
+    # Deleted on purpose: a refresh does not bring it back while nothing calls.
+    assert not Integration.objects.filter(slug="acme").exists()
+    assert (rules.id, rules.ident) == (None, ("acme", "production", ""))
+    assert AuditLog.objects.filter(action="integration.auto_created").count() == 0
+
+    with MonitoredClient(integration="acme", environment="production") as api:
+        assert api.get(base + ACCOUNT).status_code == 200
+    recorder.flush(timeout=30)
     again = Integration.objects.get(slug="acme", environment="production")
+    assert RequestLog.objects.filter(integration=again).count() == 1
+    assert AuditLog.objects.filter(action="integration.auto_created").count() == 1
+    attempts.refresh_policies(max_age=0)
     assert (rules.id, rules.ident) == (again.pk, again.pk)
     assert rules.templates == ()
-    assert AuditLog.objects.filter(action="integration.auto_created").count() == 1
     assert attempts.policy(again.pk) is rules
 
 
