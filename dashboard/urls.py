@@ -21,6 +21,9 @@ from dashboard.views import (
 )
 
 urlpatterns = [
+    # The machine-facing URLs first (api/v1/, otlp/, hooks/: no screen starts so): ingest
+    # and webhook deliveries then cost a few pattern matches, not one per screen.
+    path("", include("api.urls")),
     path("", health.overview, name="overview"),
     path("integrations/<int:pk>/", health.integration_detail, name="integration"),
     path("integrations/<int:pk>/scorecard/", scorecard.scorecard_page, name="scorecard"),
@@ -81,7 +84,6 @@ urlpatterns = [
     # Ahead of the admin's own URLs, so its sign-in form is throttled like the dashboard's.
     path("admin/login/", throttled_signin(admin.site.login)),
     path("admin/", admin.site.urls),
-    path("", include("api.urls")),
 ]
 
 handler400 = "dashboard.errors.bad_request"

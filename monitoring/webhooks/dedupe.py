@@ -6,15 +6,19 @@ redeliver a message they think failed (a lost or slow answer) with the same id f
 long: Svix over about 33 hours, Stripe for up to three days; GitHub's and Stripe's manual
 redeliveries keep their ids too.
 
-Without Redis, one ``INSERT … ON CONFLICT`` per delivery answers in a single statement:
-a new id inserts, an id seen longer ago than the window refreshes its row, a recent one
-changes nothing (rowcount 0: a duplicate). With ``REDIS_URL`` set the Django cache is
-Redis, shared by every process, and ``cache.add`` with the window as timeout does it.
+Without Redis, one ``INSERT … ON CONFLICT`` per delivery answers in a single autocommit
+statement (no transaction or savepoint around it): a new id inserts, an id seen longer ago
+than the window refreshes its row, a recent one changes nothing (rowcount 0: a duplicate).
+The unique constraint decides, so two processes racing on one id cannot both see it as new.
+With ``REDIS_URL`` set the Django cache is Redis, shared by every process, and
+``cache.add`` with the window as timeout does it.
 
-The statement runs on one worker thread per process, which keeps its database connection
-open: a request thread's connection is opened and closed per request (``CONN_MAX_AGE``
-0), and on SQLite that close-and-reopen costs ~20 ms, forty times the insert. Inside a
-caller's transaction (a test, an atomic block) it runs on the caller's connection instead.
+The statement runs on one connection per process kept open for it, on the request's own
+thread under a lock: a request thread's connection is opened and closed per request on
+SQLite (``CONN_MAX_AGE`` 0), and that reopening costs ten times the insert; handing the
+statement to a worker thread instead costs as much again in thread switches. Inside a
+caller's transaction (a test, an atomic block) it runs on the caller's connection, which
+alone sees the caller's uncommitted rows.
 """
 
 from __future__ import annotations
@@ -22,13 +26,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sqlite3
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from typing import Any
 
+from django.conf import settings
 from django.core.cache import caches
-from django.db import DatabaseError, connection
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections
 from django.utils import timezone
 
 from monitoring.models import WebhookSeen
@@ -36,12 +42,17 @@ from monitoring.models import WebhookSeen
 logger = logging.getLogger(__name__)
 
 MIN_WINDOW_S = 4 * 24 * 3600
-# Old rows are pruned by the process that notices, at most this often, in bounded chunks.
+# Old rows are pruned by the process that notices, at most this often, in bounded chunks,
+# on a thread of its own (never in a request).
 PRUNE_EVERY_S = 600
 PRUNE_CHUNK = 5000
-
-_pruned_at = 0.0
-_prune_lock = threading.Lock()
+# How long a delivery waits for the process's dedupe connection before it is taken as new.
+WAIT_S = 30.0
+# SQLite: the dedupe connection leaves WAL checkpoints (an fsync each) to the recorder's
+# connection, which commits after every batch anyway; this is only the backstop, in pages,
+# for a WAL that nobody else checkpoints. Durability is unchanged: each commit is as
+# durable as before, only which connection copies the WAL back into the database differs.
+SQLITE_CHECKPOINT_PAGES = 10_000
 
 _TABLE = WebhookSeen._meta.db_table
 # "key" is quoted: a reserved word in some dialects. The table name is the model's own.
@@ -62,7 +73,10 @@ def key_of(delivery_id: str) -> str:
 
 
 def _uses_redis() -> bool:
-    return type(caches["default"]).__module__ == "django.core.cache.backends.redis"
+    # Read from the setting, not ``caches["default"]``: that lookup costs more than the
+    # rest of a duplicate check. Django's own Redis backend, as REDIS_URL configures.
+    backend = settings.CACHES.get("default", {}).get("BACKEND", "")
+    return backend.startswith("django.core.cache.backends.redis.")
 
 
 def first_time(endpoint_id: int, delivery_id: str, replay_window_s: int) -> bool:
@@ -82,70 +96,142 @@ def first_time(endpoint_id: int, delivery_id: str, replay_window_s: int) -> bool
             logger.warning("webhook dedupe: cache unavailable, delivery taken as new")
             return True
     now = timezone.now()
-    params = [endpoint_id, key, now, now - timedelta(seconds=window)]
+    seen = (endpoint_id, key, now, now - timedelta(seconds=window))
+    if connection.in_atomic_block:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(_REMEMBER, seen)
+                return cursor.rowcount != 0
+        except DatabaseError:
+            logger.warning("webhook dedupe: database unavailable, delivery taken as new")
+            return True
     try:
-        if connection.in_atomic_block:
-            return _remember(params)
-        return _worker().submit(_remember_on_worker, params).result(timeout=30)
-    except Exception:  # a database error, or the worker timed out: take the delivery
+        return _remember_on_own_connection(seen)
+    except (DatabaseError, TimeoutError):
         logger.warning("webhook dedupe: database unavailable, delivery taken as new")
         return True
+    finally:
+        _maybe_prune()
 
 
-def _remember(params: list) -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute(_REMEMBER, params)
-        return cursor.rowcount != 0
+# The process's dedupe connection: (pid, Django connection, the statement in its driver's
+# placeholders). A child after a fork opens its own and never touches (or closes) the one
+# it inherited.
+_own: tuple[int, Any, str] | None = None
+_inherited: list[Any] = []
+_own_lock = threading.Lock()
 
 
-def _remember_on_worker(params: list) -> bool:
+def _remember_on_own_connection(seen: tuple) -> bool:
+    if not _own_lock.acquire(timeout=WAIT_S):
+        raise TimeoutError("the dedupe connection stayed busy")
     try:
-        fresh = _remember(params)
+        conn, sql = _connection()
+        try:
+            return _execute(conn, sql, seen)
+        except conn.Database.Error as exc:
+            _close(conn)
+            if _busy(exc):
+                raise DatabaseError("dedupe: the database stayed locked") from None
+            # A connection the server dropped (idle timeout, restart) is not reused: retry
+            # once on a fresh one, so one stale socket does not let a duplicate through.
+        conn, sql = _connection()
+        try:
+            return _execute(conn, sql, seen)
+        except conn.Database.Error:
+            _close(conn)
+            raise DatabaseError("dedupe statement failed") from None
+    finally:
+        _own_lock.release()
+
+
+def _busy(exc: Exception) -> bool:
+    """SQLite's lock wait ran out: trying again at once would only wait as long again."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _execute(conn, sql: str, seen: tuple) -> bool:
+    # The driver's own cursor, past Django's wrappers (which cost as much as the statement):
+    # the connection is this module's alone, in autocommit, so none of what they manage
+    # (queries log, transaction state, health checks per request) applies to it.
+    endpoint_id, key, now, cutoff = seen
+    if conn.vendor == "sqlite":  # as the ORM stores them there: naive UTC text
+        now, cutoff = str(now.replace(tzinfo=None)), str(cutoff.replace(tzinfo=None))
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(sql, (endpoint_id, key, now, cutoff))
+        return cursor.rowcount != 0
+    finally:
+        cursor.close()
+
+
+def _connection() -> tuple[Any, str]:
+    global _own
+    pid = os.getpid()
+    if _own is not None and _own[0] == pid:
+        conn, sql = _own[1], _own[2]
+    else:
+        if _own is not None:
+            _inherited.append(_own[1])  # the parent's: kept referenced, never closed here
+        conn = connections.create_connection(DEFAULT_DB_ALIAS)
+        conn.inc_thread_sharing()  # used by whichever request thread holds the lock
+        sql = _REMEMBER.replace("%s", "?") if conn.vendor == "sqlite" else _REMEMBER
+        _own = (pid, conn, sql)
+    if conn.connection is None:
+        conn.ensure_connection()
+        if conn.vendor == "sqlite":
+            conn.connection.execute(f"PRAGMA wal_autocheckpoint={SQLITE_CHECKPOINT_PAGES}")
+    return conn, sql
+
+
+def _close(conn) -> None:
+    try:
+        conn.close()
     except DatabaseError:
-        connection.close()  # a broken connection is not reused; the next call reconnects
-        raise
-    _maybe_prune()
-    return fresh
-
-
-_executor: tuple[int, ThreadPoolExecutor] | None = None
-_executor_lock = threading.Lock()
+        conn.connection = None  # already broken: the next use reconnects
 
 
 def stop() -> None:
-    """Close the dedupe thread's connection and end the thread (tests, before dropping a
-    database; the next delivery starts a new one)."""
-    global _executor
-    with _executor_lock:
-        current, _executor = _executor, None
-    if current is not None and current[0] == os.getpid():
-        current[1].submit(_close).result(timeout=30)
-        current[1].shutdown(wait=True)
+    """Close this process's dedupe connection and wait for a running prune (tests, before
+    dropping a database; the next delivery opens a new connection)."""
+    global _own
+    with _own_lock:
+        current, _own = _own, None
+        if current is not None and current[0] == os.getpid():
+            _close(current[1])
+    pruning = _pruning
+    if pruning is not None:
+        pruning.join(timeout=30)
 
 
-def _close() -> None:
-    connection.close()  # looked up on the worker: its own thread's connection
-
-
-def _worker() -> ThreadPoolExecutor:
-    """This process's dedupe thread (a new one after a fork: threads do not survive it)."""
-    global _executor
-    with _executor_lock:
-        if _executor is None or _executor[0] != os.getpid():
-            _executor = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="hook-dedupe"))
-        return _executor[1]
+_pruned_at = 0.0
+_pruning: threading.Thread | None = None
+_prune_lock = threading.Lock()
 
 
 def _maybe_prune() -> None:
-    global _pruned_at
+    global _pruned_at, _pruning
     now = time.monotonic()
     if now - _pruned_at < PRUNE_EVERY_S or not _prune_lock.acquire(blocking=False):
         return
     try:
+        if now - _pruned_at < PRUNE_EVERY_S:
+            return
         _pruned_at = now
-        prune()
+        _pruning = threading.Thread(target=_prune_in_background, name="hook-prune", daemon=True)
+        _pruning.start()
     finally:
         _prune_lock.release()
+
+
+def _prune_in_background() -> None:
+    try:
+        prune()
+    except Exception:
+        logger.warning("webhook dedupe: pruning failed, will retry later")
+    finally:
+        connection.close()  # this thread's own connection
 
 
 def prune(max_rows: int = PRUNE_CHUNK) -> int:

@@ -16,6 +16,7 @@ import json
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
@@ -100,7 +101,12 @@ def call_id_of(delivery_id: str) -> str:
 
 
 def _path(event_type: str) -> str:
-    cleaned = "".join(c for c in event_type[:EVENT_TYPE_CAP] if c.isprintable() and c not in "/?#")
+    return _path_of(event_type[:EVENT_TYPE_CAP])
+
+
+@lru_cache(maxsize=1024)
+def _path_of(event_type: str) -> str:  # a provider sends few distinct types: cached
+    cleaned = "".join(c for c in event_type if c.isprintable() and c not in "/?#")
     return "/" + (cleaned.strip() or UNKNOWN)
 
 
@@ -144,10 +150,10 @@ def touch(endpoint: WebhookEndpoint, now_s: float) -> None:
     """
     with _counts_lock:
         seen = _counts[endpoint.pk] = _counts.get(endpoint.pk, 0) + 1
-    now = datetime.fromtimestamp(now_s, tz=UTC)
     last = endpoint.last_delivery_at
-    if last is not None and (now - last).total_seconds() < TOUCH_EVERY_S:
-        return
+    if last is not None and now_s - last.timestamp() < TOUCH_EVERY_S:
+        return  # nearly every delivery: no datetime made
+    now = datetime.fromtimestamp(now_s, tz=UTC)
     cadence = endpoint.cadence_s
     if last is not None:
         gap = max(0.0, (now - last).total_seconds()) / seen

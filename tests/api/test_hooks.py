@@ -279,3 +279,22 @@ def test_cadence_is_learned_from_the_gaps(recording):
     assert _post(recording, endpoint, b"{}", {}).status_code == 202
     endpoint.refresh_from_db()
     assert endpoint.last_delivery_at == before  # written at most once a minute
+
+
+def test_the_receivers_header_lookup_agrees_with_django_request_headers():
+    from django.test import RequestFactory
+
+    from api.views_hooks import _Headers
+
+    request = RequestFactory().post(
+        "/hooks/x/",
+        data=b"{}",
+        content_type="application/json",
+        headers={"Webhook-Id": "msg_1", "X-Hub-Signature-256": "sha256=ab", "Svix-Id": " s "},
+    )
+    mine = _Headers(request.META)
+    names = ["webhook-id", "x-hub-signature-256", "svix-id", "content-type", "content-length"]
+    names += ["webhook-signature", "x_hub_signature_256", "stripe-signature", ""]
+    for name in names:
+        assert mine.get(name) == request.headers.get(name), name
+    assert mine.get("webhook-id") == "msg_1" and mine.get("cookie-less") is None

@@ -16,7 +16,7 @@ from demo.sandbox.webhooks import Sender, Target, standard_signature, wrong_secr
 from monitoring import attempts, recorder
 from monitoring.alerts import lifecycle
 from monitoring.models import Alert, AlertRule, RequestLog, RuleKind, WebhookEndpoint
-from monitoring.webhooks import secrets
+from monitoring.webhooks import dedupe, secrets
 
 
 def test_the_signature_matches_the_published_standard_webhooks_vector():
@@ -67,6 +67,7 @@ def recording(live_server, tmp_path):
     recorder.configure(spool_dir=tmp_path / "spool", busy_timeout_ms=1000)
     yield live_server.url
     recorder.configure()
+    dedupe.stop()  # its connection must not outlive the test database
 
 
 def test_the_sandbox_delivers_signed_webhooks_and_a_wrong_secret_fails_them(recording):

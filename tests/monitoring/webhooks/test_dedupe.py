@@ -81,3 +81,41 @@ def test_with_redis_the_cache_remembers_and_no_row_is_written(redis_cache):
     assert not dedupe.first_time(endpoint.pk, "evt_r", 300)
     assert dedupe.first_time(endpoint.pk, "evt_s", 300)
     assert not WebhookSeen.objects.exists()
+
+
+@pytest.fixture
+def own_connection(transactional_db):
+    yield
+    dedupe.stop()  # its connection must not outlive the test database
+
+
+def test_outside_a_transaction_it_answers_on_its_own_connection(own_connection):
+    from django.db import connection
+
+    endpoint = make_endpoint("none")
+    connection.close()
+    assert dedupe.first_time(endpoint.pk, "evt_own", 300)
+    assert not dedupe.first_time(endpoint.pk, "evt_own", 300)
+    # The request's connection was not opened for it (on SQLite that costs ten inserts).
+    assert connection.connection is None
+    row = WebhookSeen.objects.get()
+    assert row.key == dedupe.key_of("evt_own")
+    assert abs((timezone.now() - row.created).total_seconds()) < 60  # stored as the ORM reads
+
+
+def test_a_dropped_connection_is_reopened_and_the_duplicate_still_caught(own_connection):
+    endpoint = make_endpoint("none")
+    assert dedupe.first_time(endpoint.pk, "evt_drop", 300)
+    dedupe._own[1].connection.close()  # the server went away under it
+    assert not dedupe.first_time(endpoint.pk, "evt_drop", 300)
+    assert dedupe.first_time(endpoint.pk, "evt_next", 300)
+
+
+def test_stop_closes_its_connection_and_the_next_call_opens_one(own_connection):
+    endpoint = make_endpoint("none")
+    assert dedupe.first_time(endpoint.pk, "evt_a", 300)
+    first = dedupe._own[1]
+    dedupe.stop()
+    assert first.connection is None
+    assert not dedupe.first_time(endpoint.pk, "evt_a", 300)
+    assert dedupe._own[1] is not first

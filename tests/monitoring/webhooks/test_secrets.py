@@ -28,6 +28,16 @@ def test_a_value_is_stored_encrypted_and_resolves_back(key):
     assert hook_secrets.resolve(stored) == value
 
 
+def test_a_decrypted_value_is_reused_only_for_the_same_ciphertext(key):
+    endpoint = make_endpoint("standard")
+    value, other = whsec(), whsec()
+    secret = hook_secrets.create(endpoint, value=value)
+    assert hook_secrets.resolve(secret) == value
+    assert hook_secrets.resolve(secret) == value  # from process memory, no Fernet run
+    secret.encrypted = hook_secrets.encrypt(other)  # the row was edited
+    assert hook_secrets.resolve(secret) == other
+
+
 def test_without_a_key_a_value_is_refused_not_stored_in_clear(monkeypatch):
     monkeypatch.delenv("UPSTREAM_SECRETS_KEY", raising=False)
     endpoint = make_endpoint("standard")
