@@ -1,4 +1,4 @@
-"""Fake third-party API for demo traffic and loopback tests (stdlib only, no Django)."""
+"""Fake third-party API for demo traffic and loopback tests (no Django; TLS needs cryptography)."""
 
 from __future__ import annotations
 

@@ -31,6 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quota", type=int, default=600, help="requests per key per minute")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     parser.add_argument(
+        "--tls-port",
+        type=int,
+        default=None,
+        help="also serve TLS here (0 picks a free port), with a CA made at start-up",
+    )
+    parser.add_argument(
+        "--ca-file", default=None, help="write the TLS port's CA certificate here, for clients"
+    )
+    parser.add_argument(
         "--outage",
         action="append",
         default=[],
@@ -49,13 +58,21 @@ def main(argv: list[str] | None = None) -> int:
         quota=args.quota,
         verbose=args.verbose,
         outage_windows=tuple(args.outage),
+        tls_port=args.tls_port,
+        ca_file=args.ca_file,
     )
+    if args.ca_file and args.tls_port is None:
+        parser.error("--ca-file needs --tls-port")
     stop = threading.Event()
     # Handlers only set the event: shutting the server down inside one could deadlock.
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     with Sandbox(config) as sandbox:
-        print(f"sandbox listening on {sandbox.url}", flush=True)
+        if sandbox.ca is None:
+            print(f"sandbox listening on {sandbox.url}", flush=True)
+        else:
+            shown = f" (CA certificate in {args.ca_file})" if args.ca_file else ""
+            print(f"sandbox listening on {sandbox.url} and {sandbox.tls_url}{shown}", flush=True)
         while not stop.wait(0.5):
             pass
     return 0

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import secrets
 import threading
 import time
@@ -16,6 +17,11 @@ Reply = tuple[int, Any, dict[str, str]]
 
 OPENPANEL_USER = "admin"
 OPENPANEL_PASSWORD = "sandbox-openpanel-password"  # noqa: S105 (the fake's own demo login)
+# The demo app's own login (its traffic), apart from the probes' admin one: its sign-in
+# storms use up its own allowance, not the probe's.
+OPENPANEL_APP_USER = "billing-app"
+OPENPANEL_APP_PASSWORD = "sandbox-openpanel-app-password"  # noqa: S105 (the fake's demo login)
+OPENPANEL_LOGINS = {OPENPANEL_USER: OPENPANEL_PASSWORD, OPENPANEL_APP_USER: OPENPANEL_APP_PASSWORD}
 OPENPANEL_TOKEN_S = 15 * 60
 OPENPANEL_SIGNINS_PER_MIN = 5
 PAUBOX_USER = "sandbox"
@@ -28,20 +34,21 @@ def _b64(data: bytes) -> str:
 
 
 class OpenPanel:
-    """``/api/``: JWT sign-in (15 minutes, no refresh, 5 a minute per IP), errors ``{"error"}``."""
+    """``/api/``: JWT sign-in (15 minutes, no refresh, 5 a minute per IP and user, then 429
+    with Retry-After), errors ``{"error"}``."""
 
     prefix = "/openpanel"
 
     def __init__(self) -> None:
         self._key = secrets.token_bytes(32)
         self._lock = threading.Lock()
-        self._signins: dict[str, list[float]] = {}
+        self._signins: dict[tuple[str, str], list[float]] = {}
         self.disabled = False
         self.signin_count = 0
 
-    def _token(self, now: float) -> str:
+    def _token(self, now: float, user: str = OPENPANEL_USER) -> str:
         header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-        claims = {"sub": OPENPANEL_USER, "iat": int(now), "exp": int(now) + OPENPANEL_TOKEN_S}
+        claims = {"sub": user, "iat": int(now), "exp": int(now) + OPENPANEL_TOKEN_S}
         body = _b64(json.dumps(claims).encode())
         signature = hmac.new(self._key, f"{header}.{body}".encode(), hashlib.sha256).digest()
         return f"{header}.{body}.{_b64(signature)}"
@@ -86,22 +93,30 @@ class OpenPanel:
 
     def _signin(self, body: bytes, client_ip: str) -> Reply:
         now = time.time()
-        with self._lock:
-            recent = [t for t in self._signins.get(client_ip, []) if now - t < 60]
-            if len(recent) >= OPENPANEL_SIGNINS_PER_MIN:
-                self._signins[client_ip] = recent
-                return 429, {"error": "Too many login attempts. Please try again later."}, {}
-            self._signins[client_ip] = [*recent, now]
-            self.signin_count += 1
         try:
             data = json.loads(body or b"{}")
         except ValueError:
+            data = None
+        name = data.get("username") if isinstance(data, dict) else None
+        bucket = (client_ip, name if isinstance(name, str) else "")
+        with self._lock:
+            recent = [t for t in self._signins.get(bucket, []) if now - t < 60]
+            if len(recent) >= OPENPANEL_SIGNINS_PER_MIN:
+                self._signins[bucket] = recent
+                # When the oldest attempt of the minute leaves the window.
+                wait = max(1, math.ceil(60 - (now - recent[0])))
+                error = {"error": "Too many login attempts. Please try again later."}
+                return 429, error, {"Retry-After": str(wait)}
+            self._signins[bucket] = [*recent, now]
+            self.signin_count += 1
+        if data is None:
             return 400, {"error": "Invalid JSON body"}, {}
         if not isinstance(data, dict) or not data.get("username") or not data.get("password"):
             return 400, {"error": "username and password are required"}, {}
-        if (data["username"], data["password"]) != (OPENPANEL_USER, OPENPANEL_PASSWORD):
+        password = OPENPANEL_LOGINS.get(str(data["username"]))
+        if password is None or not hmac.compare_digest(str(data["password"]), password):
             return 401, {"error": "Invalid username or password"}, {}
-        return 200, {"access_token": self._token(now)}, {}
+        return 200, {"access_token": self._token(now, str(data["username"]))}, {}
 
 
 class Paubox:

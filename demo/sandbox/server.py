@@ -13,6 +13,7 @@ import math
 import random
 import re
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -62,6 +63,11 @@ class SandboxConfig:
     customers: int = 50
     page_size: int = 10
     verbose: bool = False
+    # A second, TLS port (None: none; 0 picks a free one) with a certificate from a CA made
+    # at start-up (demo.sandbox.tls); the same provider, state and all, behind both ports.
+    tls_port: int | None = None
+    # Where to write that CA's certificate for clients in other processes (never its key).
+    ca_file: str | None = None
 
 
 class RecordedRequest(NamedTuple):
@@ -205,6 +211,7 @@ _ROUTES = [
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     sandbox: Sandbox
+    scheme = "http"
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client hanging up mid-response is normal traffic, not a server fault.
@@ -212,6 +219,35 @@ class _Server(ThreadingHTTPServer):
         if isinstance(exc, ConnectionError | TimeoutError) and not self.sandbox.config.verbose:
             return
         super().handle_error(request, client_address)
+
+    def origin(self, handler: _Handler) -> str:
+        """Scheme and host the client called, for absolute links in answers."""
+        host, port = self.server_address[:2]
+        host = f"[{host}]" if ":" in str(host) else host
+        return f"{self.scheme}://{handler.headers.get('Host') or f'{host}:{port}'}"
+
+
+class _TLSServer(_Server):
+    """The TLS port: each connection's handshake runs on its own handler thread, so one slow
+    or broken client never holds up the accept loop."""
+
+    scheme = "https"
+    tls: ssl.SSLContext
+    HANDSHAKE_TIMEOUT_S = 10
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(self.HANDSHAKE_TIMEOUT_S)
+        try:
+            conn = self.tls.wrap_socket(request, server_side=True)
+        except OSError as exc:  # ssl.SSLError among them: a client that does not trust us
+            if self.sandbox.config.verbose:
+                print(f"sandbox: TLS handshake with {client_address[0]} failed: {exc}",
+                      file=sys.stderr)  # fmt: skip
+            return
+        try:
+            self.RequestHandlerClass(conn, client_address, self)
+        finally:
+            conn.close()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -331,6 +367,9 @@ class Sandbox:
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._tls_server: _TLSServer | None = None
+        self._tls_thread: threading.Thread | None = None
+        self.ca = None  # demo.sandbox.tls.DemoCA once a TLS port is up
         self._started_mono = 0.0
         self._started_epoch = 0
 
@@ -340,30 +379,56 @@ class Sandbox:
         """Bind and serve in a daemon thread; returns self."""
         server = _Server((self.config.host, self.config.port), _Handler)
         server.sandbox = self
-        self._server = server
+        tls_server = None
+        if self.config.tls_port is not None:
+            # Imported here: plain http needs nothing outside the standard library.
+            from demo.sandbox.tls import DemoCA
+
+            self.ca = DemoCA()
+            try:
+                tls_server = _TLSServer((self.config.host, self.config.tls_port), _Handler)
+            except OSError:
+                server.server_close()
+                raise
+            tls_server.sandbox = self
+            tls_server.tls = self.ca.server_context()
+            if self.config.ca_file:
+                # Before either port answers: a client that reached us finds the new CA.
+                self.ca.write_certificate(self.config.ca_file)
+        self._server, self._tls_server = server, tls_server
         self._started_mono = time.monotonic()
         self._started_epoch = int(time.time())
-        self._thread = threading.Thread(
+        self._thread = self._serve(server)
+        if tls_server is not None:
+            self._tls_thread = self._serve(tls_server)
+        return self
+
+    @staticmethod
+    def _serve(server: _Server) -> threading.Thread:
+        thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
         )
-        self._thread.start()
-        return self
+        thread.start()
+        return thread
 
     def stop(self) -> None:
         """Stop serving, cut open keep-alive connections and wake sleeping handlers."""
         if self._server is None:
             return
         self._stopping.set()
-        self._server.shutdown()
-        self._server.server_close()
+        for server in (self._server, self._tls_server):
+            if server is not None:
+                server.shutdown()
+                server.server_close()
         with self._lock:
             connections = list(self._connections)
         for conn in connections:
             with contextlib.suppress(OSError):  # the client may have gone already
                 conn.shutdown(socket.SHUT_RDWR)
-        if self._thread is not None:
-            self._thread.join()
-        self._server = None
+        for thread in (self._thread, self._tls_thread):
+            if thread is not None:
+                thread.join()
+        self._server = self._tls_server = None
 
     def __enter__(self) -> Sandbox:
         return self.start()
@@ -376,9 +441,14 @@ class Sandbox:
         """Base URL, e.g. http://127.0.0.1:54321."""
         if self._server is None:
             raise RuntimeError("sandbox is not running")
-        host, port = self._server.server_address[:2]
-        host = f"[{host}]" if ":" in str(host) else host
-        return f"http://{host}:{port}"
+        return _url(self._server)
+
+    @property
+    def tls_url(self) -> str:
+        """Base URL of the TLS port, e.g. https://127.0.0.1:54322 (if it has one)."""
+        if self._tls_server is None:
+            raise RuntimeError("sandbox is not running with a TLS port")
+        return _url(self._tls_server)
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -599,9 +669,9 @@ class Sandbox:
         next_cursor = _encode_cursor(end) if end < len(self._customers) else None
         headers = {}
         if next_cursor is not None:
-            host = handler.headers.get("Host") or self.url.removeprefix("http://")
             query_string = urlencode({"cursor": next_cursor, "limit": limit})
-            headers["Link"] = f'<http://{host}/v1/customers?{query_string}>; rel="next"'
+            origin = handler.server.origin(handler)
+            headers["Link"] = f'<{origin}/v1/customers?{query_string}>; rel="next"'
         return 200, {"object": "list", "data": page, "next_cursor": next_cursor}, headers
 
     def _get_customer(
@@ -716,11 +786,11 @@ class Sandbox:
         midnight = self._started_epoch - self._started_epoch % 86_400
         deprecated_at = midnight - 30 * 86_400
         sunset_at = midnight + 60 * 86_400
-        host = handler.headers.get("Host") or self.url.removeprefix("http://")
+        origin = handler.server.origin(handler)
         headers = {
             "Deprecation": f"@{deprecated_at}",
             "Sunset": email.utils.formatdate(sunset_at, usegmt=True),
-            "Link": f'<http://{host}/docs/migrate>; rel="deprecation"; type="text/html"',
+            "Link": f'<{origin}/docs/migrate>; rel="deprecation"; type="text/html"',
         }
         report = {
             "object": "report",
@@ -763,6 +833,12 @@ class Sandbox:
 
     def _docs_migrate(self, **_: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
         return 200, {"title": "Migrating off /v1/legacy/report", "replacement": "/v1/reports"}, {}
+
+
+def _url(server: _Server) -> str:
+    host, port = server.server_address[:2]
+    host = f"[{host}]" if ":" in str(host) else host
+    return f"{server.scheme}://{host}:{port}"
 
 
 __all__ = [

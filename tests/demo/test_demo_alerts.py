@@ -21,6 +21,7 @@ from tests.monitoring.alerts.alertkit import calls
 def demo_setup(db, monkeypatch):
     # Seven days of history are beside the point here, and slow.
     monkeypatch.setattr(demo_command, "seed_history", lambda: 0)
+    monkeypatch.setattr(demo_command.demo_webhooks, "seed_webhook_history", lambda: 0)
     call_command("demo", stdout=open("/dev/null", "w"))  # noqa: SIM115
 
 
@@ -41,7 +42,7 @@ def test_the_spike_s_email_is_written_to_the_mail_folder(demo_setup, settings, t
     settings.EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
     settings.EMAIL_FILE_PATH = str(tmp_path)
     lifecycle.ensure_default_rules()
-    stripe = Integration.objects.get(slug="stripe")
+    stripe = Integration.objects.get(slug="stripe", environment="production")
     calls(stripe, timezone.now(), 15, status=401)  # the revoked-key window's calls
     lifecycle.evaluate()
     notify.send_due(timezone.now() + dt.timedelta(minutes=1))

@@ -10,6 +10,8 @@ import pytest
 
 from demo.sandbox import Sandbox, SandboxConfig
 from demo.sandbox.personalities import (
+    OPENPANEL_APP_PASSWORD,
+    OPENPANEL_APP_USER,
     OPENPANEL_PASSWORD,
     OPENPANEL_USER,
     PAUBOX_KEY,
@@ -58,11 +60,19 @@ def test_openpanel_errors_are_its_own(http, sandbox):
     assert off.json()["error"].startswith("API access is disabled!")
 
 
-def test_openpanel_limits_sign_ins_to_five_a_minute(http):
+def test_openpanel_limits_sign_ins_to_five_a_minute_per_user_and_says_when_to_return(http):
     statuses = [http.post("/openpanel/api/", json=LOGIN).status_code for _ in range(6)]
     assert statuses == [200] * 5 + [429]
     limited = http.post("/openpanel/api/", json=LOGIN)
     assert limited.json() == {"error": "Too many login attempts. Please try again later."}
+    assert 55 <= int(limited.headers["Retry-After"]) <= 60  # the first sign-in just happened
+    # The demo app's own login has its own allowance: its storms never lock the probe out.
+    app = {"username": OPENPANEL_APP_USER, "password": OPENPANEL_APP_PASSWORD}
+    signed = http.post("/openpanel/api/", json=app)
+    assert signed.status_code == 200
+    token = signed.json()["access_token"]
+    who = http.get("/openpanel/api/whoami", headers={"Authorization": f"Bearer {token}"})
+    assert who.json() == {"logged_in_as": OPENPANEL_APP_USER}
 
 
 def test_a_multi_step_probe_signs_in_once_and_reuses_the_token(sandbox, settings, monkeypatch):

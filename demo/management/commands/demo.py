@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand
 
 from demo import webhooks as demo_webhooks
 from demo.scenario import DEMO_INTEGRATIONS, seed_history, setup_demo_probes
+from monitoring import scorecard
 from monitoring.models import Integration
 from monitoring.roles import Role
 
@@ -64,3 +65,15 @@ class Command(BaseCommand):
             if seeded
             else "Demo history: already seeded."
         )
+        # Graded now, from the history just written: the scorecard pages show grades at once
+        # (the worker's upstream:scorecards task keeps them fresh from then on).
+        graded = []
+        demo_integrations = Integration.objects.filter(
+            slug__in=[d.slug for d in DEMO_INTEGRATIONS],
+            environment__in=[d.environment for d in DEMO_INTEGRATIONS],
+            active=True,
+        )
+        for integration in demo_integrations.order_by("name", "environment"):
+            report = scorecard.refresh(integration)
+            graded.append(f"{integration} {report.letter}")
+        self.stdout.write("Demo scorecards: " + ", ".join(graded) + ".")

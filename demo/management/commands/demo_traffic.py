@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import signal
+import ssl
 import threading
 
 from django.core.management.base import BaseCommand, CommandError
 
 from demo import scenario
+from demo.sandbox import tls
 from monitoring import recorder
 
 
@@ -17,6 +19,16 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--sandbox-url", default=scenario.SANDBOX_URL)
+        parser.add_argument(
+            "--tls-url",
+            default=scenario.SANDBOX_TLS_URL,
+            help='the sandbox\'s TLS port, where most integrations call ("" for none)',
+        )
+        parser.add_argument(
+            "--ca-file",
+            default=None,
+            help="the sandbox's CA certificate (default: var/demo-sandbox-ca.pem)",
+        )
         parser.add_argument("--rate", type=float, default=3.0, help="average calls per second")
         parser.add_argument(
             "--duration", type=float, default=0, help="stop after this many seconds (0: never)"
@@ -32,6 +44,10 @@ class Command(BaseCommand):
     def handle(self, *args, sandbox_url: str, rate: float, duration: float, wait: float, **opts):
         if not sandbox_url.startswith(("http://", "https://")):
             raise CommandError("--sandbox-url must be an http:// or https:// URL")
+        self.tls_url = opts["tls_url"] or None
+        self.ca_file = opts["ca_file"] or str(scenario.demo_ca_file())
+        if self.tls_url and not self.tls_url.startswith("https://"):
+            raise CommandError("--tls-url must be an https:// URL (or empty for none)")
         if not 0 < rate <= 50:
             raise CommandError("--rate must be between 0 and 50 calls per second")
         if duration < 0 or wait < 0:
@@ -59,8 +75,21 @@ class Command(BaseCommand):
             if stop.is_set():
                 return
             raise CommandError(f"the sandbox at {sandbox_url} did not answer within {wait:g} s")
-        self.stdout.write(f"Demo traffic to {sandbox_url}, about {rate:g} calls/s.")
-        calls = scenario.run_traffic(sandbox_url, rate=rate, stop=stop)
+        verify = None
+        if self.tls_url:
+            # Read once the sandbox answers: it writes its new CA before it listens.
+            try:
+                verify = tls.client_context(self.ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise CommandError(
+                    f"cannot read the sandbox's CA certificate {self.ca_file} ({exc}); start "
+                    "the sandbox with --tls-port and --ca-file, or pass --tls-url ''"
+                ) from None
+        shown = f" and {self.tls_url}" if self.tls_url else ""
+        self.stdout.write(f"Demo traffic to {sandbox_url}{shown}, about {rate:g} calls/s.")
+        calls = scenario.run_traffic(
+            sandbox_url, tls_url=self.tls_url, verify=verify, rate=rate, stop=stop
+        )
         try:
             recorder.flush(timeout=10)
         except TimeoutError:

@@ -8,22 +8,34 @@ import signal
 import subprocess
 import sys
 import time
+from urllib.parse import urlsplit
 
 from django.core.management.base import BaseCommand
 
 from demo import webhooks as demo_webhooks
-from demo.scenario import OUTAGE_WINDOW, export_demo_secrets
+from demo.scenario import (
+    OUTAGE_WINDOW,
+    SANDBOX_TLS_URL,
+    SANDBOX_URL,
+    demo_ca_file,
+    export_demo_secrets,
+)
 
 # Extra processes for `--demo`, each an argv after `python`. Later parts of the product
 # (sandbox provider, traffic generator, probe dispatcher) add themselves here.
 DEMO_PROCESSES: dict[str, list[str]] = {}
 # The fake provider, and live traffic to it through MonitoredClient (waits for the sandbox).
-# The sandbox's outage window is the demo timeline's (demo.scenario.OUTAGE_WINDOW).
+# The sandbox's outage window is the demo timeline's (demo.scenario.OUTAGE_WINDOW). It
+# serves TLS too, with a CA made at start-up whose certificate the traffic trusts.
 DEMO_PROCESSES["sandbox"] = [
-    "-m", "demo.sandbox", "--port", "8765",
+    "-m", "demo.sandbox", "--port", str(urlsplit(SANDBOX_URL).port),
+    "--tls-port", str(urlsplit(SANDBOX_TLS_URL).port), "--ca-file", str(demo_ca_file()),
     "--outage", ":".join(f"{x:g}" for x in OUTAGE_WINDOW),
 ]  # fmt: skip
-DEMO_PROCESSES["traffic"] = ["manage.py", "demo_traffic", "--sandbox-url", "http://127.0.0.1:8765"]
+DEMO_PROCESSES["traffic"] = [
+    "manage.py", "demo_traffic", "--sandbox-url", SANDBOX_URL,
+    "--tls-url", SANDBOX_TLS_URL, "--ca-file", str(demo_ca_file()),
+]  # fmt: skip
 # The sandbox's signed webhooks to the demo's /hooks/<token>/ endpoints (UPSTREAM_DEMO_URL).
 DEMO_PROCESSES["webhooks"] = ["-m", "demo.sandbox.webhooks"]
 
