@@ -122,7 +122,40 @@ def open_db(
             _build(path, rows, days, integrations, seed, params, quiet)
         else:
             _setup_django(path)
+            _migrate_forward(path, quiet)
     return _describe(path, rows, days)
+
+
+def _migrate_forward(path: Path, quiet: bool) -> None:
+    """Bring a reused database up to the code: apply newer migrations (as an upgrade would),
+    and add bucket indexes the models declare that it lacks (this round's placeholder
+    migrations were applied empty to databases built before they were filled), then ANALYZE.
+    """
+    from django.core.management import call_command
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    from monitoring.models import MetricBucket
+
+    started = time.perf_counter()
+    executor = MigrationExecutor(connection)
+    pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    if pending:
+        call_command("migrate", verbosity=0)
+    with connection.cursor() as cursor:
+        present = connection.introspection.get_constraints(cursor, MetricBucket._meta.db_table)
+    missing = [i for i in MetricBucket._meta.indexes if i.name not in present]
+    if missing:
+        with connection.schema_editor() as editor:
+            for index in missing:
+                editor.add_index(MetricBucket, index)
+    if pending or missing:
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")
+        _log(
+            quiet,
+            f"bench db: brought {path.name} up to date in {time.perf_counter() - started:.0f} s",
+        )
 
 
 def setup_scratch_django(sqlite_path: str, spool_dir: str) -> None:
@@ -470,6 +503,7 @@ def open_pg(url: str, rows: int = 2_000_000, *, quiet: bool = False, **kwargs) -
     from django.db import connection
 
     call_command("migrate", verbosity=0, skip_checks=True)
+    _migrate_forward(path, quiet)
     with connection.cursor() as cursor:
         cursor.execute("CREATE TABLE IF NOT EXISTS bench_meta (key text PRIMARY KEY, value text)")
         cursor.execute("SELECT key, value FROM bench_meta")

@@ -35,8 +35,10 @@ Figures
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections import Counter
+import threading
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -46,12 +48,13 @@ from django.db import connection
 from django.db.models import Max, Q, Sum
 from django.utils import timezone
 
-from monitoring.histogram import percentiles_encoded
+from monitoring.histogram import Histogram, merge_encoded, percentiles_encoded
 from monitoring.models import (
     ALL_ENDPOINTS,
     COUNTERS,
     GRAIN_SECONDS,
     GRAINS,
+    TOTAL_COUNTERS,
     Grain,
     Integration,
     MetricBucket,
@@ -363,7 +366,7 @@ def top_endpoints(
 # most of the page's time. These read the same "" (all endpoints) rows, summed per step in
 # SQL: one query, bounded by integrations × buckets in the window.
 
-COUNT_FIELDS = ("total", "ok", "client_errors", "server_errors", "s401", "s403", "s429")
+COUNT_FIELDS = TOTAL_COUNTERS  # held by the index bucket_all_endpoints: index-only reads
 
 
 @dataclass(slots=True)
@@ -403,10 +406,10 @@ def counts_by_integration(
         sql = (
             f"SELECT integration_id, {_step_sql(step_s)} AS slot, {sums} "  # noqa: S608
             f"FROM {_TABLE} WHERE {_ids_sql(integration_ids)} AND grain = %s "
-            "AND start >= %s AND start < %s AND source = %s AND endpoint = %s "
+            f"AND start >= %s AND start < %s AND source = %s AND {_ALL_ENDPOINTS_SQL} "
             "GROUP BY integration_id, slot"
         )
-        params = [*integration_ids, grain, _adapt(first), _adapt_at(end), source, ALL_ENDPOINTS]
+        params = [*integration_ids, grain, _adapt(first), _adapt_at(end), source]
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             for iid, slot, *values in cursor.fetchall():
@@ -432,12 +435,12 @@ def window_totals(
     sql = (
         f"SELECT integration_id, SUM(total), SUM(ok) FROM {_TABLE} "  # noqa: S608
         f"WHERE {_ids_sql(integration_ids)} AND grain = %s "
-        "AND start >= %s AND start < %s AND source = %s AND endpoint = %s "
+        f"AND start >= %s AND start < %s AND source = %s AND {_ALL_ENDPOINTS_SQL} "
         "GROUP BY integration_id"
     )
     params = [*integration_ids, Grain.MINUTE, _adapt_at(start), _adapt_at(end)]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, source, ALL_ENDPOINTS])
+        cursor.execute(sql, [*params, source])
         for iid, total, ok in cursor.fetchall():
             out[iid] = (total, (total - ok) / total if total else 0.0)
     return out
@@ -459,12 +462,12 @@ def window_counts(
     sql = (
         f"SELECT integration_id, {sums} FROM {_TABLE} "  # noqa: S608
         f"WHERE {_ids_sql(integration_ids)} AND grain = %s "
-        "AND start >= %s AND start < %s AND source = %s AND endpoint = %s "
+        f"AND start >= %s AND start < %s AND source = %s AND {_ALL_ENDPOINTS_SQL} "
         "GROUP BY integration_id"
     )
     params = [*integration_ids, Grain.MINUTE, _adapt_at(start), _adapt_at(end)]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, source, ALL_ENDPOINTS])
+        cursor.execute(sql, [*params, source])
         for iid, *values in cursor.fetchall():
             out[iid] = Count(start, *(v or 0 for v in values))
     return out
@@ -716,9 +719,13 @@ def _step_starts(start: datetime, end: datetime, step: timedelta) -> list[int]:
 
 # --- Bucket reads ------------------------------------------------------------------------------
 # SQL here is assembled from this module's column names and placeholders; values are always
-# query parameters.
+# query parameters, but for the constant "" of the all-endpoints rows (_ALL_ENDPOINTS_SQL).
 
 _TABLE = MetricBucket._meta.db_table
+# The "" rows' condition as a literal, the very condition of the partial index
+# bucket_all_endpoints: a planner can only pick a partial index when it sees the value
+# (SQLite and PostgreSQL alike, for a prepared statement with a bound parameter).
+_ALL_ENDPOINTS_SQL = f"endpoint = '{ALL_ENDPOINTS}'"
 _N = len(COUNTERS)
 # The tightest quota (the lowest share of its limit left, as the rollup merges them; a
 # request or a token budget) and its limit, as one integer per row so the database takes
@@ -765,28 +772,43 @@ def _read(
     endpoint: object,
     group: tuple[str, ...],
     percentiles: bool = True,
+    now_s: int | None = None,
 ) -> dict[tuple, list]:
     """Aggregate the buckets of the pieces per group: counters, latency, rate limit, blobs.
 
     Counters are summed by the database; histograms can only be merged here, so the same
     query hands back each group's blobs, hex-encoded and comma-joined (reading the rows a
     second time for them cost as much as the sums), unless the caller needs no percentiles.
+    With `now_s`, a piece reaching into the current period of its grain comes back in two
+    rows per group, the closed periods apart from the open one, so that the closed part's
+    blobs are the same string render after render (see _percentiles).
     """
     accs: dict[tuple, list] = {}
     if integration_ids is not None and not integration_ids:
         return accs
     base, base_params = _filters(integration_ids, source, endpoint)
-    select = ", ".join(group) + ", " if group else ""
-    group_by = f" GROUP BY {', '.join(group)}" if group else ""
     width = len(group)
     aggregates = f"{_AGGREGATES}, {_hex_blobs_sql()}" if percentiles else _AGGREGATES
     with connection.cursor() as cursor:
         for grain, lo, hi in pieces:
             where = " AND ".join(["grain = %s", "start >= %s", "start < %s", *base])
             params = [grain, _adapt(lo), _adapt(hi), *base_params]
+            columns, grouping = list(group), list(group)
+            if percentiles and now_s is not None:
+                current = now_s // GRAIN_SECONDS[grain] * GRAIN_SECONDS[grain]
+                if lo < current < hi:
+                    # Grouped by its position: the expression holds a parameter.
+                    columns.append("CASE WHEN start >= %s THEN 1 ELSE 0 END")
+                    grouping.append(str(len(columns)))
+                    params = [_adapt(current), *params]
+            select = ", ".join(columns) + ", " if columns else ""
+            group_by = f" GROUP BY {', '.join(grouping)}" if grouping else ""
             sql = f"SELECT {select}{aggregates} FROM {_TABLE} WHERE {where}{group_by}"  # noqa: S608
             cursor.execute(sql, params)
+            split = len(columns) > width
             for row in cursor.fetchall():
+                if split:
+                    row = row[:width] + row[width + 1 :]
                 if row[width] is None:  # no rows at all (only without GROUP BY)
                     continue
                 key = row[:width]
@@ -805,15 +827,61 @@ def _read(
 
 
 def _hex_blobs_sql() -> str:
-    """Aggregate: the group's histogram blobs as hex, comma-separated (see _blobs)."""
+    """Aggregate: the group's histogram blobs as hex, comma-separated (see _percentiles)."""
     if connection.vendor == "postgresql":
         return "string_agg(encode(histogram, 'hex'), ',')"
     return "group_concat(hex(histogram), ',')"
 
 
-def _blobs(joined: list[str]) -> list[bytes]:
-    """The blobs of _hex_blobs_sql() results (one string per piece read)."""
-    return [bytes.fromhex(h) for hexes in joined if hexes for h in hexes.split(",")]
+def _percentiles(joined: list[str], lo: float | None, hi: float | None) -> dict:
+    """QUANTILES of the exact merge of _hex_blobs_sql() results (one string per piece read).
+
+    Several blobs in one string are merged once and the merge remembered by the string's
+    digest: a 30-day overview merges ~50 blobs per integration, and all but the current
+    day's and hour's are the same from one render to the next (_read keeps those apart),
+    so a repeated page decodes a few blobs instead of thousands. A changed bucket changes
+    the string, so nothing stale is ever returned.
+    """
+    single: list[bytes] = []
+    merged: list[Histogram] = []
+    for hexes in joined:
+        if not hexes:
+            continue
+        if "," not in hexes:
+            single.append(bytes.fromhex(hexes))
+            continue
+        key = hashlib.blake2b(hexes.encode(), digest_size=16).digest()
+        with _MERGED_LOCK:
+            hist = _MERGED.get(key)
+            if hist is not None:
+                _MERGED.move_to_end(key)
+        if hist is None:
+            hist = merge_encoded(bytes.fromhex(h) for h in hexes.split(","))
+            with _MERGED_LOCK:
+                _MERGED[key] = hist
+                if len(_MERGED) > MERGED_CACHE_SIZE:
+                    _MERGED.popitem(last=False)
+        merged.append(hist)
+    if not merged:
+        return percentiles_encoded(single, QUANTILES, lo=lo, hi=hi) if single else {}
+    if len(merged) == 1 and not single:
+        return merged[0].percentiles(QUANTILES, lo, hi)  # remembered ones are never changed
+    total = merge_encoded(single) if single else merged.pop().copy()
+    for hist in merged:
+        total.merge(hist)
+    return total.percentiles(QUANTILES, lo, hi)
+
+
+MERGED_CACHE_SIZE = 2048
+"""Merges remembered per process (a few KB to ~30 KB each): a few per integration and range."""
+_MERGED: OrderedDict[bytes, Histogram] = OrderedDict()
+_MERGED_LOCK = threading.Lock()
+
+
+def forget_merged() -> None:
+    """Empty the memo of merges (the benchmark times a cold page with it)."""
+    with _MERGED_LOCK:
+        _MERGED.clear()
 
 
 def _filters(
@@ -827,9 +895,11 @@ def _filters(
     if endpoint is _ANY_ENDPOINT:
         base.append("endpoint <> %s")
         params.append(ALL_ENDPOINTS)
+    elif endpoint is None:
+        base.append(_ALL_ENDPOINTS_SQL)
     else:
         base.append("endpoint = %s")
-        params.append(ALL_ENDPOINTS if endpoint is None else endpoint)
+        params.append(endpoint)
     if source is not None:
         base.append("source = %s")
         params.append(source)
@@ -865,7 +935,9 @@ def _step_sql(step_s: int) -> str:
     """SQL for the start of the step (epoch seconds, a multiple of step_s) holding `start`."""
     if connection.vendor == "postgresql":
         return f"(CAST(EXTRACT(EPOCH FROM start) AS BIGINT) / {step_s} * {step_s})"
-    return f"(CAST(strftime('%%s', start) AS INTEGER) / {step_s} * {step_s})"
+    # julianday() is several times cheaper than strftime('%s') per row; bucket starts are
+    # whole seconds, so rounding the day fraction back to seconds is exact.
+    return f"(CAST((julianday(start) - 2440587.5) * 86400 + 0.5 AS INTEGER) / {step_s} * {step_s})"
 
 
 def _figures(acc: list | None) -> dict:
@@ -875,8 +947,7 @@ def _figures(acc: list | None) -> dict:
     total = counts["total"]
     errors = total - counts["ok"]
     lo, hi, rl = acc[_N + 1], acc[_N + 2], acc[_N + 3]
-    blobs = _blobs(acc[-1])
-    p = percentiles_encoded(blobs, QUANTILES, lo=lo, hi=hi) if blobs else {}
+    p = _percentiles(acc[-1], lo, hi)
     remaining = limit = None
     if rl is not None:
         remaining, limit = _quota(rl)
@@ -908,7 +979,9 @@ def _point(start: datetime, acc: list | None) -> Point:
 
 
 def _window(integration_ids, start, end, source, endpoint, now, *, group):
-    return _read(cover(start, end, now), integration_ids, source, endpoint, group)
+    now_s = _seconds_up(now or timezone.now())
+    pieces = cover(start, end, now)
+    return _read(pieces, integration_ids, source, endpoint, group, now_s=now_s)
 
 
 def _series(integration_ids, start, end, grain, step, source, endpoint, now, group, percentiles):

@@ -9,6 +9,11 @@ from django.db import models
 
 from monitoring.models.core import Integration, Source
 
+TOTAL_COUNTERS = ("total", "ok", "client_errors", "server_errors", "s401", "s403", "s429")
+"""The counters the overview sums per integration (monitoring.metrics.counts_by_integration,
+window_totals, window_counts): the index bucket_all_endpoints holds them, so those reads
+never touch the table."""
+
 
 class Grain(models.TextChoices):
     MINUTE = "minute", "Minute"
@@ -64,6 +69,16 @@ class MetricBucket(models.Model):
         indexes = [
             # Retention drops old minute/hour buckets by time across integrations.
             models.Index(fields=["grain", "start"], name="bucket_grain_start"),
+            # The integration-wide rows (endpoint "", ALL_ENDPOINTS below) that the overview,
+            # the verdicts and every integration chart read. In bucket_key a time range of
+            # one integration walks every endpoint's rows too (~20 per period, each a table
+            # lookup to test its endpoint); this index holds only the "" rows, and their
+            # counters, so counter reads are index-only (issue 19: the 7-day overview).
+            models.Index(
+                fields=["integration", "grain", "source", "start", "endpoint", *TOTAL_COUNTERS],
+                condition=models.Q(endpoint=""),
+                name="bucket_all_endpoints",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -536,3 +536,74 @@ def test_deprecations_of_one_endpoint_answer_the_alerts_sunset_lookup(two):
     assert (only.endpoint, only.sunset_at) == ("GET /v1/old", NOW + timedelta(days=30))
     assert only.deprecation_at == NOW - timedelta(days=60)
     assert metrics.deprecations(iid, NOW - timedelta(minutes=60), endpoint="GET /v1/none") == []
+
+
+# --- Long windows: the remembered merges and the all-endpoints index (issue 19) -----------
+
+
+def test_a_week_summary_equals_the_raw_rows_whether_its_merges_are_remembered_or_not(two):
+    """The 7-day overview's figures come from remembered merges after the first render;
+    they must stay exact, and a late row landing in a closed day must show at once."""
+    week = timedelta(days=7)
+    rows = traffic(two, NOW - week, minutes=7 * 24 * 60, every_s=1800)
+    ids = [two[0].pk, two[1].pk]
+    metrics.forget_merged()
+    cold = metrics.summary_by_integration(ids, NOW - week, NOW, source="client", now=NOW)
+    remembered = len(metrics._MERGED)
+    warm = metrics.summary_by_integration(ids, NOW - week, NOW, source="client", now=NOW)
+    assert remembered > 0 and len(metrics._MERGED) == remembered  # the second read reused them
+    assert warm == cold
+    mine = [r for r in rows if r.integration_id == two[0].pk and r.source == "client"]
+    want = raw_figures(in_window(mine, NOW - week, NOW))
+    assert figures_of(warm[two[0].pk], want) == want
+
+    # A late row (a replayed spool) in a closed day of the window: a different string of
+    # blobs, so a new merge, never the remembered one.
+    late = log(
+        two[0].pk,
+        NOW - timedelta(days=3),
+        latency_ms=25_000.0,
+        ratelimit_remaining=49,
+        ratelimit_limit=100,
+    )
+    record([late])
+    after = metrics.summary_by_integration(ids, NOW - week, NOW, source="client", now=NOW)
+    want = raw_figures(in_window([*mine, late], NOW - week, NOW))
+    assert figures_of(after[two[0].pk], want) == want
+    assert after[two[0].pk].latency_max == 25_000.0
+
+
+def test_a_summary_reaching_into_the_current_day_reads_one_query_per_piece(
+    two, django_assert_num_queries
+):
+    traffic(two, NOW - timedelta(days=2), minutes=2 * 24 * 60, every_s=900)
+    pieces = metrics.cover(NOW - timedelta(days=2), NOW, NOW)
+    assert any(g == "day" and lo < NOW.timestamp() < hi for g, lo, hi in pieces)
+    with django_assert_num_queries(len(pieces)):
+        s = metrics.summary([two[0].pk], NOW - timedelta(days=2), NOW, source="client", now=NOW)
+    assert s.total > 0 and s.p95 is not None
+
+
+def test_the_merge_memo_keeps_at_most_its_size(two, monkeypatch):
+    monkeypatch.setattr(metrics, "MERGED_CACHE_SIZE", 2)
+    metrics.forget_merged()
+    traffic(two, NOW - timedelta(days=3), minutes=3 * 24 * 60, every_s=3600)
+    for days in (1, 2, 3):
+        metrics.summary_by_integration(
+            [two[0].pk, two[1].pk], NOW - timedelta(days=days), NOW, now=NOW
+        )
+    assert len(metrics._MERGED) == 2
+
+
+def test_all_endpoint_rows_have_their_own_index(db):
+    """Migration 0017: the overview's "" rows are read through bucket_all_endpoints."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        found = connection.introspection.get_constraints(cursor, MetricBucket._meta.db_table)
+    assert found["bucket_all_endpoints"]["columns"][:4] == [
+        "integration_id",
+        "grain",
+        "source",
+        "start",
+    ]
