@@ -295,7 +295,7 @@ def _pg_floor(url: str, peer: str, rows: list[tuple], batch: int) -> float:
 
     from monitoring import storage
 
-    insert, copy = storage.insert_sql(), storage._copy_sql()
+    insert, copy, types = storage.insert_sql(), storage._copy_sql(), storage._copy_types()
     with psycopg.connect(url) as conn:
         started = time.perf_counter()
         for i in range(0, len(rows), batch):
@@ -303,6 +303,7 @@ def _pg_floor(url: str, peer: str, rows: list[tuple], batch: int) -> float:
             with conn.transaction(), conn.cursor() as cur:
                 if peer == "copy":
                     with cur.copy(copy) as cp:
+                        cp.set_types(types)
                         for row in chunk:
                             cp.write_row(row)
                 else:

@@ -80,6 +80,30 @@ def test_retention_drops_whole_expired_days_and_chunk_deletes_the_rest(integrati
 
 
 @postgresql_only
+def test_a_day_left_detached_by_a_dead_run_is_dropped_by_the_next(integration):
+    day = TODAY - timedelta(days=9)
+    partitions.create_day(day)
+    RequestLog.objects.create(**_fields(integration, at(day)))
+    name = partitions.partition_name(day)
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {partitions.TABLE} DETACH PARTITION {name}")
+    assert name not in {p.name for p in partitions.partitions()}
+
+    assert partitions.drop_expired(at(TODAY)) == []
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s)", [name])
+        assert cursor.fetchone()[0] is None
+    # A detached day that has not expired (kept on purpose) is left alone.
+    kept = partitions.partition_name(TODAY + timedelta(days=5))
+    partitions.create_day(TODAY + timedelta(days=5))
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {partitions.TABLE} DETACH PARTITION {kept}")
+        assert partitions.drop_expired(at(TODAY)) == []
+        cursor.execute("SELECT to_regclass(%s)", [kept])
+        assert cursor.fetchone()[0] == kept
+
+
+@postgresql_only
 def test_a_partition_whose_lock_is_held_is_left_for_the_next_run(integration, monkeypatch):
     partitions.create_day(TODAY - timedelta(days=9))
     calls = []

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from django.db import DataError, OperationalError, connection, transaction
+from django.db import DataError, IntegrityError, OperationalError, connection, transaction
 from django.forms.models import model_to_dict
 
 from monitoring import attempts, rollup, storage
@@ -167,6 +168,120 @@ def test_a_row_postgresql_refuses_fails_the_whole_copy(integration):
         storage.insert_rows(batch)
     assert RequestLog.objects.count() == 0
     assert MetricBucket.objects.count() == 0
+
+
+@postgresql_only
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        ("attempt", -40_000, "out of range for type smallint"),
+        ("response_bytes", 2**31, "out of range for type integer"),
+        ("ratelimit_limit", 12.5, "is not an integer"),
+        ("status", "200", "is not an integer"),
+    ],
+)
+def test_binary_copy_refuses_integers_its_column_cannot_hold(integration, column, value, message):
+    batch = rows(integration, 5)
+    batch[2][column] = value
+    with pytest.raises(DataError, match=message), transaction.atomic():
+        storage.insert_rows(batch)
+    assert RequestLog.objects.count() == 0
+
+
+@postgresql_only
+def test_copy_keeps_the_extremes_an_integer_column_can_hold(integration):
+    batch = rows(integration, 3)
+    batch[0]["status"] = 32_767
+    batch[1]["response_bytes"] = 2**31 - 1
+    insert(batch)
+    got = RequestLog.objects.order_by("created")
+    assert [r.status for r in got][:1] == [32_767]
+    assert got[1].response_bytes == 2**31 - 1
+
+
+@postgresql_only
+def test_rows_of_an_integration_that_does_not_exist_are_refused(integration):
+    batch = rows(integration, 4)
+    batch[1]["integration_id"] = integration.pk + 1000
+    with pytest.raises(IntegrityError, match="do not exist"), transaction.atomic():
+        storage.insert_rows(batch)
+    assert RequestLog.objects.count() == 0
+
+
+def _wait_for_lock_wait(timeout: float = 10.0) -> None:
+    """Until some other session of this database waits for a lock (polled, no sleep guess)."""
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            # Inside a transaction pg_stat_activity would show one snapshot throughout.
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+            )
+            if cursor.fetchone()[0]:
+                return
+            time.sleep(0.01)
+    raise AssertionError("no session started waiting for a lock")
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_a_delete_during_an_open_batch_waits_for_it_and_leaves_no_orphans():
+    # No foreign-key constraint on PostgreSQL (migration 0018): the batch's KEY SHARE and
+    # the delete's lock-first are what keep orphans out.
+    integration = Integration.objects.create(name="Paubox", slug="paubox-delete")
+    copied, deleted, errors = threading.Event(), threading.Event(), []
+
+    def deleter() -> None:
+        try:
+            copied.wait(10)
+            Integration.objects.get(pk=integration.pk).delete()
+            deleted.set()
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=deleter)
+    thread.start()
+    with transaction.atomic():
+        storage.insert_rows(rows(integration, 30))
+        copied.set()
+        _wait_for_lock_wait()  # the delete waits for this batch
+        assert not deleted.is_set()
+    thread.join(10)
+    assert errors == [] and deleted.is_set()
+    assert not Integration.objects.filter(pk=integration.pk).exists()
+    assert RequestLog.objects.filter(integration_id=integration.pk).count() == 0
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_written_while_its_integration_is_deleted_is_refused():
+    integration = Integration.objects.create(name="Paubox", slug="paubox-gone")
+    errors, outcome = [], []
+
+    def writer() -> None:
+        try:
+            with transaction.atomic():
+                storage.insert_rows(rows(integration, 10))
+            outcome.append("written")
+        except IntegrityError:
+            outcome.append("refused")
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=writer)
+    with transaction.atomic():
+        Integration.objects.get(pk=integration.pk).delete()  # holds its lock until commit
+        thread.start()
+        _wait_for_lock_wait()
+    thread.join(10)
+    assert errors == [] and outcome == ["refused"]
+    assert RequestLog.objects.count() == 0
 
 
 @postgresql_only

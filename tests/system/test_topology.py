@@ -9,7 +9,10 @@ Checked together, as they run in production:
 * four probe dispatchers started at once on both clusters: every probe run recorded, and no
   probe slot run twice;
 * the alert schedule claimed by one of the two clusters' schedulers: one evaluation, one
-  alert for the failing integration.
+  alert for the failing integration;
+* a web worker killed (SIGKILL) in the middle of writing a batch: the SDK's shipper resends
+  it under the same batch id to the worker gunicorn starts in its place, and every event
+  is stored, and counted in the buckets, exactly once.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from django.db.models import Sum
 from django.utils import timezone
 from django_q.models import Schedule, Task
 
-from api.models import ApiKey
+from api.models import ApiKey, IngestBatch
 from monitoring.models import Alert, Integration, MetricBucket, Probe, ProbeResult, RequestLog
 
 pytestmark = [
@@ -153,7 +156,16 @@ class Topology:
         self.procs.append((name, proc))
 
     def start_all(self) -> None:
+        self.start_web(2)
         for n in range(2):
+            self.start(
+                f"cluster{n}",
+                [sys.executable, "manage.py", "qcluster"],
+                UPSTREAM_SPOOL_DIR=str(self.tmp / f"spool-cluster{n}"),
+            )
+
+    def start_web(self, servers: int) -> None:
+        for n in range(servers):
             port = free_port()
             self.start(
                 f"web{n}",
@@ -163,12 +175,6 @@ class Topology:
                 UPSTREAM_SPOOL_DIR=str(self.tmp / f"spool-web{n}"),
             )  # fmt: skip
             self.web.append(f"http://127.0.0.1:{port}")
-        for n in range(2):
-            self.start(
-                f"cluster{n}",
-                [sys.executable, "manage.py", "qcluster"],
-                UPSTREAM_SPOOL_DIR=str(self.tmp / f"spool-cluster{n}"),
-            )
 
     def wait_for_web(self, deadline: float) -> None:
         for url in self.web:
@@ -352,3 +358,139 @@ def test_two_web_servers_and_two_clusters_share_one_database_without_duplicates(
     alerts = Alert.objects.filter(integration=integration, rule__kind="error_rate")
     assert alerts.count() == 1
     assert time.monotonic() - started < 120
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    return inodes
+
+
+def process_of_client_port(parent: int, port: int) -> int:
+    """The child of `parent` (a gunicorn arbiter) whose TCP socket has local port `port`."""
+    owners = {}
+    for name in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{name}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                owners[fields[9]] = port
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    for child in map(int, children):
+        if _socket_inodes(child) & owners.keys():
+            return child
+    raise AssertionError(f"no worker of {parent} holds local port {port}")
+
+
+def session_blocked_by(cursor, holder: int, deadline: float) -> tuple[int, int]:
+    """(backend pid, client port) of the session that waits for a lock `holder` holds."""
+    while time.monotonic() < deadline:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute(
+            "SELECT pid, client_port FROM pg_stat_activity "
+            "WHERE %s = ANY(pg_blocking_pids(pid)) AND datname = current_database()",
+            [holder],
+        )
+        found = cursor.fetchone()
+        if found:
+            return found
+        time.sleep(0.01)
+    raise AssertionError(f"no session started waiting for backend {holder}")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_web_worker_killed_mid_batch_loses_nothing(tmp_path):
+    import psycopg
+    from upstream_client.ship import Shipper
+
+    started = time.monotonic()
+    integration = Integration.objects.create(name="Kills", slug="kills")
+    _, key = ApiKey.issue(name="topology-kill", scopes=["ingest"])
+    # One moment for every event: each batch lands in the same buckets at every grain.
+    when = timezone.now().replace(microsecond=0) - dt.timedelta(seconds=5)
+
+    def submit(shipper: Shipper, seed: int) -> None:
+        for i in range(EVENTS_PER_BATCH):
+            shipper.submit(
+                {
+                    "integration": "kills",
+                    "environment": "production",
+                    "time": when.isoformat(),
+                    "method": "GET",
+                    "url": f"https://api.topology.test/v1/kills/k_{seed}_{i}",
+                    "status": 200,
+                    "latency_ms": 10.0 + i,
+                }
+            )
+
+    flush_redis()
+    topology = Topology(tmp_path, "")
+    holder = psycopg.connect(database_url(), autocommit=True)
+    watcher = psycopg.connect(database_url(), autocommit=True)
+    shipper = None
+    try:
+        topology.start_web(1)
+        topology.wait_for_web(time.monotonic() + 30)
+        shipper = Shipper(
+            url=topology.web[0],
+            api_key=key,
+            spool_dir=tmp_path / "sdk-spool",
+            batch_size=EVENTS_PER_BATCH,
+            flush_interval=0.05,
+            max_backoff=1.0,
+        )
+        submit(shipper, 0)
+        assert shipper.flush(timeout=30), shipper.stats()
+        assert RequestLog.objects.filter(integration=integration).count() == EVENTS_PER_BATCH
+
+        # Hold the buckets the next batch must update: its worker copies the rows, then
+        # waits inside its transaction, and is killed right there (the API's lock wait
+        # is 2 s; the kill comes within milliseconds of the wait starting).
+        with holder.transaction():
+            holder.execute(
+                "SELECT id FROM monitoring_metricbucket WHERE integration_id = %s FOR UPDATE",
+                [integration.pk],
+            )
+            submit(shipper, 1)
+            with watcher.cursor() as cursor:
+                backend, port = session_blocked_by(
+                    cursor, holder.info.backend_pid, time.monotonic() + 15
+                )
+            arbiter = topology.procs[0][1].pid
+            worker = process_of_client_port(arbiter, port)
+            os.kill(worker, signal.SIGKILL)
+            # Nothing of the batch is committed while its worker is gone mid-transaction.
+            assert RequestLog.objects.filter(integration=integration).count() == EVENTS_PER_BATCH
+        # The buckets are free again: the dead worker's session, unable to answer, rolls
+        # back; the shipper resends the batch to the worker gunicorn starts instead.
+        assert shipper.flush(timeout=45), f"{shipper.stats()}\n{topology.logs()}"
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker, 0)
+            pytest.fail(f"worker {worker} survived SIGKILL")
+        topology.check_alive()  # the arbiter lives on
+    finally:
+        holder.close()
+        watcher.close()
+        if shipper is not None:
+            shipper.close(timeout=5)
+        topology.stop()
+        flush_redis()
+
+    total = 2 * EVENTS_PER_BATCH
+    assert shipper.counts["sent_events"] == total, shipper.counts
+    assert shipper.counts["dropped_events"] == 0, shipper.counts
+    assert RequestLog.objects.filter(integration=integration).count() == total
+    # Every event once: each has its own path.
+    paths = RequestLog.objects.filter(integration=integration).values("path").distinct()
+    assert paths.count() == total
+    assert IngestBatch.objects.filter(key__name="topology-kill").count() == 2
+    buckets = MetricBucket.objects.filter(integration=integration, source="ingest", endpoint="")
+    for grain in ("minute", "15m", "hour", "day"):
+        assert buckets.filter(grain=grain).aggregate(n=Sum("total"))["n"] == total, grain
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [backend])
+        assert cursor.fetchone()[0] == 0  # the killed worker's session is gone too
+    assert time.monotonic() - started < 60
