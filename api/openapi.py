@@ -86,6 +86,20 @@ EVENT_SCHEMA: dict = {
                     "maxLength": 100,
                     "description": "Why a stream the provider broke failed (the error code).",
                 },
+                "batch_size": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": 2**31 - 1,
+                    "description": "How many items a bulk or batch request carried (counted "
+                    "by the caller); one over the provider's advised size is flagged.",
+                },
+                "ok_body": {
+                    "type": "string",
+                    "maxLength": 16384,
+                    "description": "A small JSON 2xx body, scrubbed, for an API that answers "
+                    "errors with 200: such an error is stored as a failure; any other is "
+                    "dropped.",
+                },
             },
         }
     },

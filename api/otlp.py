@@ -336,6 +336,10 @@ def _convert_span(
         for name, value in attrs.items()
         if name.startswith(_HEADER_PREFIX) and value is not None
     }
+    # Issue 14: a bulk send's item count, under OpenTelemetry's messaging convention.
+    batch_size = _int(attrs.get("messaging.batch.message_count"))
+    if batch_size is not None and batch_size >= 0:
+        fields["batch_size"] = batch_size
     start, end = span.start_time_unix_nano, span.end_time_unix_nano
     try:
         attempt = attempts.from_fields(

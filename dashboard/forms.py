@@ -134,7 +134,10 @@ class LogFilterForm(forms.Form):
     path = forms.CharField(max_length=255, required=False, label="Path template")
     error_code = forms.CharField(max_length=100, required=False, label="Error code")
     q = forms.CharField(
-        max_length=200, required=False, label="Search", help_text="Path, error code or message"
+        max_length=200,
+        required=False,
+        label="Search",
+        help_text="Path, error code, message or flag",
     )
     call_id = forms.CharField(max_length=32, required=False, label="Call id")
     range = forms.ChoiceField(

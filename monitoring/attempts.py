@@ -173,6 +173,8 @@ _DEFAULTS: dict[str, Any] = {
     "key_fingerprint": "",
     "version_header": "",
     "token_age_s": None,
+    "batch_size": None,
+    "flags": "",
 }
 _COLUMN_SET = frozenset(COLUMNS)
 # Capped text columns, read in one call; a row whose lengths all fit passes in C.
@@ -219,6 +221,9 @@ class Policy:
         self.redactor = _DEFAULT_REDACTOR
         #: The integration's provider preset (error shapes, diagnoses); None for none.
         self.preset: Preset | None = None
+        #: Whether the caller keeps a scrubbed sample of small JSON 2xx bodies (``ok_body``)
+        #: for the writer: only where the preset says the API answers errors with a 2xx.
+        self.success_bodies = False
         self._secret_names: dict[bytes, bool] = {}
         self._template_cache: dict[str, str] = {}
 
@@ -231,6 +236,7 @@ class Policy:
         self.environment = integration.environment
         self.require_https = integration.require_https
         self.preset = presets.ALL.get(integration.preset)
+        self.success_bodies = self.preset is not None and self.preset.errors_on_success
         templates = tuple(integration.explicit_templates())
         if templates != self.templates:
             self.templates, self._template_cache = templates, {}
@@ -300,8 +306,14 @@ class Policy:
             if len(cache) > 4096:
                 cache = self._template_cache = {}
             templated = parsing.template_path(path, self.templates)
-            cached = cache[path] = self.redactor.url(templated)[: parsing.PATH_CAP] or "/"
+            cached = cache[path] = _scrub_template(self.redactor, templated)
         return cached
+
+
+@lru_cache(maxsize=4096)
+def _scrub_template(redactor: Redactor, templated: str) -> str:
+    # Many raw paths (one per id) share a template: scrub each template once per redactor.
+    return redactor.url(templated)[: parsing.PATH_CAP] or "/"
 
 
 _DEFAULT_REDACTOR = Redactor()
@@ -609,7 +621,8 @@ _SLOT_FIELDS = frozenset(
     }
 )
 _TEXT_FIELDS = ("error_code", "deprecation_link")
-_FIELD_NAMES = _COLUMN_SET | {"integration", "url", "response_headers", "content_type"}
+# ``ok_body``: a 2xx body's scrubbed sample; the writer reads it, no column keeps it.
+_FIELD_NAMES = _COLUMN_SET | {"integration", "url", "response_headers", "content_type", "ok_body"}
 
 
 # A URL urlsplit would split exactly so: lower-case http(s), a host of plain characters and
@@ -711,7 +724,7 @@ def from_fields(**fields: Any) -> Attempt:
         fields.get("outcome") or None,
         fields.get("request_bytes"),
         fields.get("response_bytes"),
-        rules.kept_headers(httpx.Headers(headers)._list) if headers else None,
+        rules.kept_headers(_header_triples(headers)) if headers else None,
         fields.get("call_id") or "",
         fields.get("attempt") or 1,
         fields.get("backoff_ms") or 0.0,
@@ -720,6 +733,25 @@ def from_fields(**fields: Any) -> Attempt:
         content_type,
         given,
     )
+
+
+def _header_triples(headers: Any) -> list:
+    """httpx's (raw name, lower name, value) triples of the headers the writer may read.
+
+    A dict of str (the ingest API's, per event) is read directly, the rest dropped at
+    once: building ``httpx.Headers`` cost more than the rest of ``from_fields``, and it
+    raises on a non-ASCII value, which here is kept as latin-1 ("?" where it has none).
+    """
+    if headers.__class__ is dict:
+        try:
+            return [
+                (name, lower, value.encode("latin-1", "replace"))
+                for name, value in headers.items()
+                if (lower := name.lower().encode("latin-1", "replace")) in _KEPT_HEADERS
+            ]
+        except AttributeError:  # not str names and values: httpx says what is wrong
+            pass
+    return httpx.Headers(headers)._list
 
 
 # --- an Attempt (or a finished row) → a RequestLog row (the writer thread) ------------------
@@ -809,6 +841,8 @@ def to_row(item: Attempt | dict) -> dict:
         "key_fingerprint": "",
         "version_header": "",
         "token_age_s": None,
+        "batch_size": None,
+        "flags": "",
     }
     if integration_id is None:
         row[INTEGRATION_KEY] = ident
@@ -839,9 +873,58 @@ def to_row(item: Attempt | dict) -> dict:
             row["error_code"], row["error_message"] = parsed.code, parsed.message
         row["error_body"] = error_body[:ERROR_BODY_CAP]
     if given is not None:
+        ok_body = given.get("ok_body")
+        if ok_body is not None:
+            given = {k: v for k, v in given.items() if k != "ok_body"}
         row.update(given)
+        if row["batch_size"] is not None:
+            _flag_batch(row, rules, path)
+        if ok_body.__class__ is str and row["outcome"] == Outcome.OK and rules.preset is not None:
+            _success_error(row, ok_body, rules)
         _cap(row)
     return row
+
+
+_BATCH_MAX = 32767  # the column is a small integer
+
+
+def _flag_batch(row: dict, rules: Policy, path: str) -> None:
+    """Mark a bulk request over the preset's advised batch size (it stays a success)."""
+    size = row["batch_size"]
+    if size.__class__ is not int or size < 0:
+        row["batch_size"] = None
+        return
+    if size > _BATCH_MAX:
+        row["batch_size"] = size = _BATCH_MAX
+    if rules.preset is not None:
+        flags = rules.preset.request_flags(row["method"], path, size)
+        if flags:
+            known = [f for f in row["flags"].split(",") if f]
+            row["flags"] = ",".join(dict.fromkeys([*known, *flags]))
+
+
+def _success_error(row: dict, ok_body: str, rules: Policy) -> None:
+    """A 2xx whose body is one of the provider's errors (OpenPanel's 200 ``{"error": …}``)
+    is a failure: a client error with the parsed code and message, and its body kept like
+    any failure's (scrubbed again with the integration's names, capped). Any other 2xx
+    body is dropped here: it is never stored."""
+    redactor = rules.redactor
+    parsed = parsing.parse_success_error(
+        ok_body,
+        rules.preset,
+        scrub=redactor.text,
+        status=row["status"],
+        token_age_s=row["token_age_s"],
+    )
+    if parsed is None:
+        return
+    row["outcome"] = Outcome.CLIENT_ERROR.value
+    if not row["error_code"]:
+        row["error_code"] = parsed.code
+    if not row["error_message"]:
+        row["error_message"] = parsed.message
+    if not row["error_body"]:
+        row["error_body"] = redactor.body(ok_body.encode(), "application/json", cap=ERROR_BODY_CAP)
 
 
 def _complete(row: dict) -> dict:

@@ -90,6 +90,7 @@ def _explicit_match(template: str, path: str) -> int:
     return literal if regex.fullmatch(path) else -1
 
 
+@lru_cache(maxsize=4096)  # pure; a path's words repeat on every call (its ids rarely do)
 def _template_segment(segment: str) -> str:
     if not segment:
         return segment
@@ -192,6 +193,37 @@ def parse_error(
         message = _first_line(text)
     if preset is not None:
         code = preset.diagnose(status, code, message, token_age_s)
+    scrub = scrub or (lambda s: s)
+    return ParsedError(
+        code=_one_line(scrub(code))[:CODE_CAP],
+        message=_one_line(scrub(message))[:MESSAGE_CAP],
+    )
+
+
+def parse_success_error(
+    body: str,
+    preset: Preset | None,
+    scrub: Callable[[str], str] | None = None,
+    status: int | None = None,
+    token_age_s: float | None = None,
+) -> ParsedError | None:
+    """The error a 2xx body carries, for an API that answers some errors with 200 (the
+    preset's ``success_errors``), or None for a success; never raises.
+
+    Only the preset's own shapes are read, never the generic heuristics: an ordinary
+    ``{"message": "API is working!"}`` must stay a success.
+    """
+    if preset is None or not preset.success_errors or not body:
+        return None
+    try:
+        payload = json.loads(body[:BODY_WINDOW])
+    except (ValueError, RecursionError):
+        return None
+    found = preset.read_success_error(payload)
+    if found is None:
+        return None
+    code, message = found
+    code = preset.diagnose(status, code, message, token_age_s)
     scrub = scrub or (lambda s: s)
     return ParsedError(
         code=_one_line(scrub(code))[:CODE_CAP],

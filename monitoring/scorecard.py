@@ -106,6 +106,7 @@ class Sampled:
     api_version: str
     key_fingerprint: str
     version_header: str
+    flags: str  # comma-separated request-side diagnoses (batch_too_large)
 
     @property
     def endpoint(self) -> str:
@@ -719,12 +720,13 @@ class Batching(Check):
             if len(times) >= BURST_CALLS:
                 bursts[s.endpoint] += 1
                 times.clear()
-        oversize = sum(1 for s in ev.calls if s.error_code == "batch_too_large")
+        # The writer marks a bulk request over the preset's advice (RequestLog.flags).
+        oversize = sum(1 for s in ev.calls if s.flags and "batch_too_large" in s.flags)
         if oversize:
             return self.result(
                 Grade.FAIL,
                 f"{oversize} batches exceeded the provider's documented batch size.",
-                ev.log_link(),
+                ev.log_link(q="batch_too_large"),
                 oversize=oversize,
             )
         if bursts:

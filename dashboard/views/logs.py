@@ -39,6 +39,8 @@ LIST_FIELDS = [
     "error_code",
     "call_id",
     "attempt",
+    "batch_size",
+    "flags",
 ]
 
 
@@ -64,7 +66,10 @@ def filtered(data: dict) -> QuerySet[RequestLog]:
     if data.get("q"):
         q = data["q"]
         qs = qs.filter(
-            Q(path__icontains=q) | Q(error_code__icontains=q) | Q(error_message__icontains=q)
+            Q(path__icontains=q)
+            | Q(error_code__icontains=q)
+            | Q(error_message__icontains=q)
+            | Q(flags__icontains=q)  # batch_too_large: the scorecard's batching evidence
         )
     return qs.order_by("-created", "-id")
 

@@ -58,9 +58,16 @@ class ErrorShape:
 
     code: tuple[str, ...] = ()  # dotted paths, the first present wins
     message: tuple[str, ...] = ()  # dotted paths, every present one is kept
+    # (dotted path, value) pairs the payload must hold, compared by type and value: Slack's
+    # ``ok`` must be ``False`` (not 0, not missing) before its 200 counts as an error.
+    where: tuple[tuple[str, object], ...] = ()
 
     def read(self, payload: object) -> tuple[str, str] | None:
         """(code, message) if this shape fits the payload, else None."""
+        for path, expected in self.where:
+            found = dig(payload, path)
+            if found.__class__ is not expected.__class__ or found != expected:
+                return None
         code = next((t for t in (_text(dig(payload, p)) for p in self.code) if t), "")
         parts: list[str] = []
         for path in self.message:
@@ -124,6 +131,11 @@ DIAGNOSES: dict[str, Diagnosis] = {
 }
 
 
+def _is_bulk_path(path: str, words: Sequence[str]) -> bool:
+    last = path.partition("?")[0].rstrip("/").rpartition("/")[2].lower()
+    return any(word in last for word in words)
+
+
 @dataclass(frozen=True)
 class Preset:
     """One provider's knowledge. Probes are plain dicts in the probe runner's own step format.
@@ -156,6 +168,10 @@ class Preset:
     webhook_scheme: str = ""  # a scheme of monitoring.webhooks.schemes, "" = none verified
     webhook_note: str = ""
     token_lifetime_s: int | None = None  # past this age a 401 means "token expired"
+    # The error bodies this API answers with a 2xx status (OpenPanel's ``{"error": …}``,
+    # Slack's ``{"ok": false, …}``); empty = it never does. Each must be specific enough
+    # that none of the provider's success bodies fits it.
+    success_errors: tuple[ErrorShape, ...] = ()
     limits: dict[str, Any] = field(default_factory=dict)
     rules: tuple[str, ...] = ()  # RuleKind values that make sense for this provider
     docs: str = ""
@@ -167,6 +183,19 @@ class Preset:
     def read_error(self, payload: object) -> tuple[str, str] | None:
         """(code, message) from the first of this provider's error shapes that fits."""
         for shape in self.error_shapes:
+            found = shape.read(payload)
+            if found is not None:
+                return found
+        return None
+
+    @property
+    def errors_on_success(self) -> bool:
+        """Whether this API answers some errors with a 2xx status (so 2xx bodies are read)."""
+        return bool(self.success_errors)
+
+    def read_success_error(self, payload: object) -> tuple[str, str] | None:
+        """(code, message) when a 2xx body is one of this API's errors, else None."""
+        for shape in self.success_errors:
             found = shape.read(payload)
             if found is not None:
                 return found
@@ -190,15 +219,20 @@ class Preset:
             return CREDENTIALS_REJECTED.code
         return code
 
-    def request_flags(self, method: str, path: str, body: object) -> list[str]:
-        """Diagnosis codes a request earns before any answer (a bulk batch over the advice)."""
-        flags = []
+    def request_flags(self, method: str, path: str, batch_size: int | None) -> list[str]:
+        """Diagnosis codes a request earns before any answer: a bulk batch over the
+        provider's advice. ``batch_size`` is the caller's count of the batch's items
+        (``upstream_client.bodies.batch_items``); the body itself never reaches the writer."""
         batch_max = self.limits.get("bulk_batch_max")
-        if batch_max and method.upper() == "POST" and path.rstrip("/").endswith("bulk_messages"):
-            messages = dig(body, self.limits.get("bulk_batch_path", "data.messages"))
-            if isinstance(messages, list) and len(messages) > batch_max:
-                flags.append(BATCH_TOO_LARGE.code)
-        return flags
+        if (
+            batch_max
+            and batch_size is not None
+            and batch_size > batch_max
+            and method.upper() == "POST"
+            and _is_bulk_path(path, self.limits.get("bulk_paths", ("bulk",)))
+        ):
+            return [BATCH_TOO_LARGE.code]
+        return []
 
     def template_prefix(self, base_url: str) -> str:
         """The path templates' prefix for an integration at ``base_url``.

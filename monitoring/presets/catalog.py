@@ -34,6 +34,9 @@ OPENPANEL = Preset(
     title="OpenPanel OpenAdmin API",
     base_url="https://<host>:2087/api/",
     error_shapes=(ErrorShape(message=("error",)), ErrorShape(message=("message",))),
+    # Some endpoints answer 200 {"error": "…"}; success bodies never carry a top-level
+    # "error" (they say {"message": …} or {"success": true, …}).
+    success_errors=(ErrorShape(message=("error",)),),
     # "API access is disabled!" answers every route when the API is off: its own verdict.
     diagnoses=(API_DISABLED, TOKEN_EXPIRED),
     templates=(
@@ -124,7 +127,9 @@ PAUBOX = Preset(
         },
     ),
     status_page="https://status.paubox.com",
-    limits={"bulk_batch_max": 50, "bulk_batch_path": "data.messages"},
+    # POST /bulk_messages: at most 50 messages per batch advised; the caller's SDK counts
+    # them (upstream_client.bodies) and a bigger batch is flagged on its row.
+    limits={"bulk_batch_max": 50},
     rules=_COMMON_RULES,
     docs="Both official SDKs send Authorization: Token token=<key>. GET /dynamic_templates "
     "sends no e-mail. No rate-limit headers are published.",
@@ -431,6 +436,13 @@ SLACK = Preset(
     # Slack answers HTTP 200 with {"ok": false, "error": "channel_not_found"}.
     error_shapes=(
         ErrorShape(code=("error",), message=("warning", "response_metadata.messages.0")),
+    ),
+    success_errors=(
+        ErrorShape(
+            code=("error",),
+            message=("warning", "response_metadata.messages.0"),
+            where=(("ok", False),),
+        ),
     ),
     diagnoses=(TOKEN_EXPIRED,),
     rate_limit_headers=(),  # a 429 carries Retry-After; no headroom is published

@@ -193,11 +193,13 @@ def test_openpanel_tells_an_expired_token_from_a_rejected_one_by_its_age():
 
 def test_a_paubox_bulk_batch_over_fifty_is_flagged():
     paubox = presets.get("paubox")
-    batch = {"data": {"messages": [{"recipients": ["a@example.com"]}] * 51}}
-    assert paubox.request_flags("POST", "/v1/acme/bulk_messages", batch) == ["batch_too_large"]
-    batch["data"]["messages"] = batch["data"]["messages"][:50]
-    assert paubox.request_flags("POST", "/v1/acme/bulk_messages", batch) == []
-    assert paubox.request_flags("POST", "/v1/acme/messages", {"data": {}}) == []
+    assert paubox.request_flags("POST", "/v1/acme/bulk_messages", 51) == ["batch_too_large"]
+    assert paubox.request_flags("post", "/v1/acme/bulk_messages/", 51) == ["batch_too_large"]
+    assert paubox.request_flags("POST", "/v1/acme/bulk_messages", 50) == []
+    assert paubox.request_flags("POST", "/v1/acme/bulk_messages", None) == []
+    assert paubox.request_flags("POST", "/v1/acme/messages", 60) == []
+    assert paubox.request_flags("GET", "/v1/acme/bulk_messages", 60) == []
+    assert presets.get("openpanel").request_flags("POST", "/api/bulk", 500) == []
 
 
 @pytest.mark.parametrize(
