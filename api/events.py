@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from api.auth import require_key
 from api.body import read_body, require_type
-from api.models import ApiKey, IngestBatch
+from api.models import BATCH_ID_RETAIN_DAYS, ApiKey, IngestBatch
 from api.problems import Problem, endpoint, json_response
 from monitoring import attempts, recorder, storage
 from monitoring.models import Environment, Integration, Outcome, RecorderLoss, Source
@@ -27,13 +27,14 @@ logger = logging.getLogger(__name__)
 # A locked database must not hold the sender for the project's long busy timeout: after
 # this the batch goes to the spool instead.
 LOCK_WAIT_MS = 2000
-# How long a spooled batch's id is remembered in the cache (its rows are replayed long
-# before a sender gives up resending).
-SPOOLED_BATCH_TTL_S = 7 * 24 * 3600
+# How long a spooled batch's id is remembered in the cache: as long as a stored one's
+# (its rows are replayed long before a sender gives up resending).
+SPOOLED_BATCH_TTL_S = BATCH_ID_RETAIN_DAYS * 86_400
 FUTURE_SLACK = timedelta(minutes=5)
 _HEX = re.compile(r"[0-9a-fA-F]{8,16}")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
 _OUTCOMES = frozenset(Outcome.values)
+_INGEST = Source.INGEST.value  # an enum member's .value costs a call per event
 _ENVIRONMENTS = frozenset(Environment.values)
 _STORE_ERRORS = (OperationalError, InterfaceError)
 
@@ -75,6 +76,8 @@ def _number(event: dict, name: str, *, integer: bool = False, low=0, high=None) 
         and low <= value <= high
     ):
         return value
+    if integer and kind is float and value.is_integer():
+        value = int(value)  # JSON Schema's integer: 1914.0 is one
     if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
         raise EventError(name, "must be an integer" if integer else "must be a number")
     if not math.isfinite(value) or value < low or (high is not None and value > high):
@@ -102,7 +105,7 @@ def parse_event(event: Any, now: datetime) -> dict:
     names the first bad field."""
     if not isinstance(event, dict):
         raise EventError("", "an event must be an object")
-    fields: dict[str, Any] = {"source": Source.INGEST.value, "created": _time(event, now)}
+    fields: dict[str, Any] = {"source": _INGEST, "created": _time(event, now)}
     method = _text(event, "method", 10, required=True)
     if not method.isascii() or not method.isalpha():
         raise EventError("method", "must be an HTTP method such as GET")
@@ -185,6 +188,15 @@ def parse_event(event: Any, now: datetime) -> dict:
     token_age = _number(event, "token_age_s", high=10 * 365 * 86_400)
     if token_age is not None:
         fields["token_age_s"] = float(token_age)
+    # Issue 14: a bulk request's item count (the writer flags one over the preset's advice),
+    # and a small 2xx body's scrubbed sample (the writer reads it for an API that answers
+    # errors with 200 and keeps it only when it is one).
+    batch_size = _number(event, "batch_size", integer=True, high=2**31 - 1)
+    if batch_size is not None:
+        fields["batch_size"] = batch_size
+    ok_body = _text(event, "ok_body", 16 * 1024)
+    if ok_body:
+        fields["ok_body"] = ok_body
     return fields
 
 
@@ -278,6 +290,8 @@ def _payload(request: HttpRequest) -> tuple[str, list, int]:
         raise Problem(413, f"At most {cap:,} events per request; this one has {len(events):,}.")
     # Events the sender had to drop (its queue or spool was full) since its last batch.
     dropped = payload.get("dropped", 0)
+    if dropped.__class__ is float and dropped.is_integer():
+        dropped = int(dropped)  # JSON Schema's integer: 1914.0 is one
     if isinstance(dropped, bool) or not isinstance(dropped, int) or not 0 <= dropped < 2**31:
         raise Problem(
             400,
@@ -311,8 +325,13 @@ def seen(key: ApiKey, batch_id: str) -> int | None:
 
 def _limit_lock_wait(cursor) -> None:
     if connection.vendor == "sqlite":
+        # Before the transaction: under transaction_mode IMMEDIATE its BEGIN is where
+        # SQLite waits for the write lock.
         cursor.execute(f"PRAGMA busy_timeout = {LOCK_WAIT_MS}")
-    elif connection.vendor == "postgresql":
+
+
+def _limit_lock_wait_in_transaction(cursor) -> None:
+    if connection.vendor == "postgresql":
         cursor.execute("SET LOCAL lock_timeout = %s", [f"{LOCK_WAIT_MS}ms"])
 
 
@@ -332,9 +351,11 @@ def store(rows: list[dict], key: ApiKey, batch_id: str) -> str:
     """
     try:
         try:
+            with connection.cursor() as cursor:
+                _limit_lock_wait(cursor)
             with transaction.atomic():
                 with connection.cursor() as cursor:
-                    _limit_lock_wait(cursor)
+                    _limit_lock_wait_in_transaction(cursor)
                 if batch_id:
                     IngestBatch.objects.create(key=key, batch_id=batch_id, accepted=len(rows))
                 storage.insert_rows(rows, rollup=True)

@@ -11,6 +11,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from upstream_client.ship import MAX_SPOOL_AGE_S
 
 from monitoring.models import Integration
 
@@ -20,6 +21,10 @@ PREFIX_LENGTH = len(KEY_PREFIX) + VISIBLE_CHARS
 _ALPHABET = string.ascii_letters + string.digits
 # Writing last_used on every request would make each read a write.
 LAST_USED_EVERY = timedelta(minutes=1)
+# How long a batch id is remembered: a day longer than a client may resend its batch (the
+# SDK's spool discards batches older than MAX_SPOOL_AGE_S, 7 days), so a resend always
+# finds its id and is stored once. Pruned hourly with the rest (api.apps registers it).
+BATCH_ID_RETAIN_DAYS = -(-int(MAX_SPOOL_AGE_S) // 86_400) + 1
 
 
 class Scope(models.TextChoices):
@@ -97,7 +102,8 @@ class ApiKey(models.Model):
 
 
 class IngestBatch(models.Model):
-    """A batch id accepted from one key, written in the same transaction as its rows."""
+    """A batch id accepted from one key, written in the same transaction as its rows; kept
+    ``BATCH_ID_RETAIN_DAYS``."""
 
     key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="+")
     batch_id = models.CharField(max_length=100)
@@ -108,6 +114,10 @@ class IngestBatch(models.Model):
         constraints = [
             # The duplicate check of POST /api/v1/events.
             models.UniqueConstraint(fields=["key", "batch_id"], name="api_batch_key_id_uniq")
+        ]
+        indexes = [
+            # Retention: the oldest ids first, in chunks (monitoring.retention, api.apps).
+            models.Index(fields=["created"], name="api_batch_created"),
         ]
 
     def __str__(self) -> str:

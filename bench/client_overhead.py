@@ -15,7 +15,8 @@ whole blocks of calls left a ~100 µs bias between two identical clients):
 - requests: plain ``requests.Session`` vs ``upstream_client.requests.Session``.
 
 Then shipping throughput: one process submits events as fast as it can to a Shipper and
-flushes; events per second until Upstream has acknowledged them all.
+flushes; events per second until Upstream has acknowledged them all, with two requests in
+flight (the default) against one at a time, in ABBA runs of half the events each.
 
 Printed: median and p99 µs added per call over each library's plain client, and the median
 CPU time the calling thread spent (load-independent: on a busy shared machine the wall-time
@@ -205,12 +206,43 @@ def _event(i: int) -> dict:
     }
 
 
-def _ship(url: str, key: str, events: int, workdir: str) -> tuple[float, dict]:
+def _cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes so far (Linux /proc; 0 elsewhere)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _workers(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _ship(
+    url: str, key: str, events: int, workdir: str, *, in_flight: int, offset: int, server: int
+) -> tuple[float, dict]:
+    """Submit ``events`` as fast as one thread can and flush: events/s until Upstream has
+    acknowledged them all, with ``in_flight`` requests at a time."""
     from upstream_client.ship import Shipper
 
-    shipper = Shipper(url, key, spool_dir=os.path.join(workdir, "ship-spool"), max_queue=events)
-    batch = [_event(i) for i in range(events)]
+    shipper = Shipper(
+        url,
+        key,
+        spool_dir=os.path.join(workdir, "ship-spool"),
+        max_queue=events,
+        max_in_flight=in_flight,
+    )
+    batch = [_event(offset + i) for i in range(events)]
     submit = shipper.submit
+    workers = _workers(server)
+    server_before = _cpu_s(workers)
     start = time.perf_counter()
     for event in batch:
         submit(event)
@@ -220,10 +252,26 @@ def _ship(url: str, key: str, events: int, workdir: str) -> tuple[float, dict]:
     elapsed = time.perf_counter() - start
     stats = shipper.stats()
     shipper.close()
+    stats["elapsed_s"] = elapsed
+    stats["server_cpu_s"] = _cpu_s(workers) - server_before  # gunicorn's workers
     stats["submit_us"] = submitted_s / events * 1e6
     # What one sender thread could ship if Upstream answered at once: its own CPU per event.
     stats["capacity"] = events / stats["sender_cpu_s"] if stats["sender_cpu_s"] else 0.0
     return events / elapsed, stats
+
+
+def _merge_runs(runs: list[dict]) -> dict:
+    """The shipping runs of one kind as one: counts and times summed."""
+    merged = {"events": sum(r["sent_events"] for r in runs)}
+    for name in ("elapsed_s", "sender_cpu_s", "server_cpu_s", "sent_batches", "dropped_events"):
+        merged[name] = sum(r[name] for r in runs)
+    merged["submit_us"] = statistics.median(r["submit_us"] for r in runs)
+    events = max(1, merged["events"])
+    merged["sender_us"] = merged["sender_cpu_s"] / events * 1e6
+    merged["server_us"] = merged["server_cpu_s"] / events * 1e6
+    # What one sender could ship if Upstream answered at once: its own CPU per event.
+    merged["capacity"] = events / merged["sender_cpu_s"] if merged["sender_cpu_s"] else 0.0
+    return merged
 
 
 def main() -> None:
@@ -312,8 +360,21 @@ def main() -> None:
                 for slug in ("bench", "bench-httpx", "bench-httpx2", "bench-requests")
             }
 
-            rate, ship_stats = _ship(upstream_url, key, args.events, workdir)
+            # Two requests in flight (the default) against one at a time (the sender as it
+            # was), ABBA so that load drift on a shared machine hits both alike.
+            half = max(1, args.events // 2)
+            ship_runs: dict[int, list[dict]] = {2: [], 1: []}
+            for n, lanes in enumerate((2, 1, 1, 2)):
+                _, run = _ship(
+                    upstream_url, key, half, workdir, in_flight=lanes, offset=n * half,
+                    server=upstream.pid,
+                )  # fmt: skip
+                ship_runs[lanes].append(run)
             shipped_rows = RequestLog.objects.filter(integration__slug="bench-ship").count()
+            ship_stats = _merge_runs(ship_runs[2])
+            serial_stats = _merge_runs(ship_runs[1])
+            rate = ship_stats["events"] / ship_stats["elapsed_s"]
+            serial_rate = serial_stats["events"] / serial_stats["elapsed_s"]
         finally:
             server.kill()
             server.wait()
@@ -337,7 +398,7 @@ def main() -> None:
         return figures["ours"] / figures[peer] if figures[peer] > 0 else float("nan")
 
     lost = {slug: calls - found for slug, found in rows.items()}
-    lost["bench-ship"] = args.events - shipped_rows
+    lost["bench-ship"] = 4 * half - shipped_rows
 
     n_total = args.n * args.reps
     print(f"calls per client: {n_total} (interleaved call by call, {args.reps} × {args.n})")
@@ -361,13 +422,15 @@ def main() -> None:
     print(f"rows lost: {lost} (shipper flushed: {shipped_all})")
     print(
         f"shipping: {rate:,.0f} events/s from one process to a local Upstream ({args.workers} "
-        f"gunicorn workers; goal ≥ 20,000), submit {ship_stats['submit_us']:.2f} µs per event, "
-        f"{ship_stats['sent_batches']} batches, {ship_stats['dropped_events']} dropped"
+        f"gunicorn workers; goal ≥ 20,000), {rate / serial_rate:.2f}× one request at a time "
+        f"({serial_rate:,.0f}/s, ABBA, {half:,} events a run); submit "
+        f"{ship_stats['submit_us']:.2f} µs per event, {ship_stats['sent_batches']} batches, "
+        f"{ship_stats['dropped_events'] + serial_stats['dropped_events']} dropped"
     )
     print(
-        f"sender thread CPU: {ship_stats['sender_cpu_s'] / args.events * us:.1f} µs per event "
-        f"(encode, gzip, HTTP): capacity {ship_stats['capacity']:,.0f} events/s of one core; "
-        "the rest of the time is Upstream storing them"
+        f"CPU per event: sender {ship_stats['sender_us']:.1f} µs (encode, gzip, HTTP: capacity "
+        f"{ship_stats['capacity']:,.0f} events/s of one core), Upstream's workers "
+        f"{ship_stats['server_us']:.1f} µs (parse, build, store, roll up)"
     )
     figures = {
         "bench": "client_overhead",
@@ -399,13 +462,16 @@ def main() -> None:
         "rows_expected": calls,
         "rows_lost": sum(lost.values()),
         "rows_lost_by_client": lost,
-        "ship_events": args.events,
+        "ship_events": 2 * half,
         "ship_events_per_s": round(rate),
+        "ship_one_in_flight_per_s": round(serial_rate),
+        "ship_vs_one_in_flight": round(rate / serial_rate, 2),
         "ship_submit_us": round(ship_stats["submit_us"], 2),
-        "ship_sender_cpu_us_per_event": round(ship_stats["sender_cpu_s"] / args.events * us, 2),
+        "ship_sender_cpu_us_per_event": round(ship_stats["sender_us"], 2),
         "ship_sender_capacity_per_s": round(ship_stats["capacity"]),
+        "ship_server_cpu_us_per_event": round(ship_stats["server_us"], 1),
         "ship_batches": ship_stats["sent_batches"],
-        "ship_dropped": ship_stats["dropped_events"],
+        "ship_dropped": ship_stats["dropped_events"] + serial_stats["dropped_events"],
         "upstream_workers": args.workers,
     }
     print(json.dumps(figures))

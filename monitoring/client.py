@@ -10,8 +10,9 @@ streams and SSE error events, the library's own stream and exception types, call
 redaction). This module adds what only Upstream's own process has: the integration's
 ``Policy`` (its id, explicit templates, extra redaction names and https rule), the
 ``source`` of each row, the throttle, and recording through the in-process recorder
-instead of shipping. On the caller's thread an event becomes one ``Attempt`` appended to
-the recorder's queue; the writer thread's ``attempts.to_row`` does the rest.
+instead of shipping. On the caller's thread a response's record (the capture's ``Meter``)
+becomes one ``Attempt`` appended to the recorder's queue, without an event dict in between;
+the writer thread's ``attempts.to_row`` does the rest (templating, parsing, scrubbing).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from typing import Any
 
 import httpx
 from django.conf import settings
-from upstream_client._capture import CALLS, Capture, new_call_id
+from upstream_client import facts
+from upstream_client._capture import CALLS, HTTPX, Capture, Meter, new_call_id, sse_of
 from upstream_client._httpx import TransportCore
 from upstream_client.retry import RetryPolicy
 
@@ -127,11 +129,23 @@ class _Recorded(Capture):
             event.update(facts)
         return event
 
-    def submit(self, event: dict) -> None:
+    @property
+    def success_bodies(self) -> bool:
+        # The integration's policy says whether its API answers errors with a 2xx.
+        return bool(getattr(self.ref, "success_bodies", False))
+
+    def submit(self, event: dict | Meter) -> None:
         try:
-            self._record(self._attempt(event))
+            if event.__class__ is dict:
+                self._record(self._attempt(event))
+            else:  # a Meter: the SDK's record of a response
+                self._record(self._meter_attempt(event))
         except Exception:  # recording must never break the caller's call
             logger.exception("Upstream: an attempt was not recorded")
+
+    def _meter_attempt(self, meter: Meter) -> Attempt:
+        found = meter_attempt(meter, self.ref, self.ref.ident, self.source)
+        return found if found is not None else self._attempt(meter.event())
 
     def _attempt(self, event: dict) -> Attempt:
         ref = self.ref
@@ -158,7 +172,7 @@ class _Recorded(Capture):
             given["streamed"] = True
         if "stream_error" in event:
             given["error_code"] = event["stream_error"]
-        for name in ("key_fingerprint", "version_header", "token_age_s"):
+        for name in ("key_fingerprint", "version_header", "token_age_s", "batch_size", "ok_body"):
             if name in event:
                 given[name] = event[name]
         return _new_attempt(Attempt, (
@@ -167,6 +181,45 @@ class _Recorded(Capture):
             event["request_bytes"], event["response_bytes"], headers, event["call_id"],
             event["attempt"], event["backoff_ms"], message, body, content_type, given,
         ))  # fmt: skip
+
+
+def meter_attempt(meter: Meter, ref: Policy, ident: Any, source: str) -> Attempt | None:
+    """The Attempt of an httpx/httpx2 response's record, straight from what the caller's
+    thread kept (no event dict): the headers the writer parses, the request's facts, the
+    body's times. None when the record needs its full event (a failure, a body sample, a
+    requests record): then build it from ``meter.event()``."""
+    head = meter.head
+    if head.__class__ is dict or head[11] != HTTPX or meter.error is not None:
+        return None
+    if meter.body is not None:
+        return None
+    (
+        method, url, wall, latency_ms, status, request_bytes, headers, request_headers,
+        call_id, attempt, backoff_ms, _, extra,
+    ) = head  # fmt: skip
+    scheme, host, port, path, query = _split(url)
+    if query and ref.redact_names:
+        query = ref.redact_query(query)
+    start, end = meter._start, meter.end
+    given = {
+        "first_byte_ms": (meter.first - start) * 1000.0 if meter.first else None,
+        "duration_ms": (end - start) * 1000.0 if end else latency_ms,
+    }
+    sse = meter.sse
+    if sse or (sse is None and sse_of(headers)):
+        given["streamed"] = True
+    if request_headers:
+        found = facts.of_triples(request_headers, wall)
+        if found:
+            given.update(found)
+    if extra:
+        given.update(extra)
+    return _new_attempt(Attempt, (
+        ident, source, wall, latency_ms, method, scheme, host, port, path, query or None,
+        status, None, request_bytes, meter.nbytes,
+        ref.kept_headers(headers) if headers else None, call_id or new_call_id(), attempt,
+        backoff_ms, None, None, None, given,
+    ))  # fmt: skip
 
 
 # --- the transport -----------------------------------------------------------------------------

@@ -2,9 +2,10 @@
 
 ``monitoring.apps`` makes it the process's default sink, so ``upstream_client`` clients used
 by probes, the demo or any Django project with the ``monitoring`` app record like
-``monitoring.client`` does. ``submit`` runs on the caller's thread: it turns the event into
-an ``Attempt`` (a few dict reads and one URL split) and queues it; the integration is named
-by (slug, environment) and resolved by the recorder's writer, so no database is touched.
+``monitoring.client`` does. ``submit`` / ``submit_record`` run on the caller's thread: they
+turn the event (or the capture's record of a response, without building its event) into an
+``Attempt`` and queue it; the integration is named by (slug, environment) and resolved by
+the recorder's writer, so no database is touched.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit
 
 from monitoring import attempts, parsing, recorder
 from monitoring.attempts import Attempt
+from monitoring.client import meter_attempt
 from monitoring.models import Source
 
 __all__ = ["LocalSink"]
@@ -55,6 +57,27 @@ class LocalSink:
             else:
                 ident = found.ident
             attempt = to_attempt(event, self.source, ident)
+        except Exception as exc:  # a sink never raises into the caller's call
+            logger.warning("Upstream: an SDK event was not recorded (%s)", type(exc).__name__)
+            return
+        recorder.get().record(attempt)
+
+    def submit_record(self, record: Any) -> None:
+        """A capture record (``upstream_client._capture.Meter``) of an httpx response: its
+        Attempt is built from the record without an event dict; any other record (or a
+        failure's) through its event."""
+        try:
+            capture = record._capture
+            name = (capture.integration, capture.environment)
+            found = attempts._BY_NAME.get(name)
+            if found is None:
+                self._load(name)
+                ident: Any = (*name, "")
+            else:
+                ident = found.ident
+            attempt = meter_attempt(record, found or attempts._DEFAULT_POLICY, ident, self.source)
+            if attempt is None:
+                attempt = to_attempt(record.event(), self.source, ident)
         except Exception as exc:  # a sink never raises into the caller's call
             logger.warning("Upstream: an SDK event was not recorded (%s)", type(exc).__name__)
             return
@@ -113,7 +136,7 @@ def to_attempt(event: dict[str, Any], source: str = Source.CLIENT, ident: Any = 
         given["streamed"] = True
     if event.get("stream_error"):
         given["error_code"] = str(event["stream_error"])[:100]
-    for name in ("key_fingerprint", "version_header", "token_age_s"):
+    for name in ("key_fingerprint", "version_header", "token_age_s", "batch_size", "ok_body"):
         value = event.get(name)
         if value is not None:
             given[name] = value

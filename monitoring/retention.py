@@ -131,10 +131,25 @@ TARGETS = (
 )
 
 
+# Other apps' expiring rows (the api app's ingested batch ids), registered from their
+# AppConfig.ready() with ``register``: pruned after the engine's own, the same way. The
+# engine never imports those apps.
+EXTRA_TARGETS: list[Target] = []
+
+
+def register(target: Target) -> None:
+    """Prune ``target``'s table too (idempotent: a target of the same name is replaced)."""
+    EXTRA_TARGETS[:] = [t for t in EXTRA_TARGETS if t.name != target.name] + [target]
+
+
+def _targets() -> tuple[Target, ...]:
+    return (*TARGETS, *EXTRA_TARGETS)
+
+
 def cutoffs(now: datetime | None = None) -> dict[str, datetime]:
     """The time before which each target's rows expire."""
     now = now or timezone.now()
-    return {t.name: now - timedelta(days=t.days()) for t in TARGETS}
+    return {t.name: now - timedelta(days=t.days()) for t in _targets()}
 
 
 def prune(
@@ -162,7 +177,7 @@ def prune(
     # Pages already free before this run were not needed by the rows written since the
     # last one: those are the surplus to hand back (see the module notes).
     surplus = free_pages()
-    for target in TARGETS:
+    for target in _targets():
         report.deleted[target.name] = 0
         cutoff = connection.ops.adapt_datetimefield_value(limits[target.name])
         chunk = FIRST_CHUNK

@@ -13,8 +13,8 @@ from django.db import OperationalError
 
 from api import events as events_view
 from api.models import ApiKey, IngestBatch
-from monitoring import recorder
-from monitoring.models import Integration, MetricBucket, RequestLog
+from monitoring import attempts, recorder
+from monitoring.models import Integration, MetricBucket, RecorderLoss, RequestLog
 
 pytestmark = pytest.mark.django_db(transaction=False)
 URL = "/api/v1/events"
@@ -22,6 +22,7 @@ URL = "/api/v1/events"
 
 @pytest.fixture
 def stripe():
+    attempts.clear_policies()  # another file's cached policy may hold this id or slug
     return Integration.objects.create(
         name="Stripe",
         slug="stripe",
@@ -197,6 +198,50 @@ def test_a_locked_database_spools_the_batch_and_nothing_is_lost(client, stripe, 
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_write_lock_held_elsewhere_spools_after_the_short_wait_not_the_long_one(
+    client, stripe, key
+):
+    # Another process holds the write lock for longer than the ingest wait (2 s) but less
+    # than the database's busy timeout (20 s): the batch must go to the spool, not wait.
+    import threading
+
+    from django.db import connections
+
+    # A first request records the key's use (a write of its own, once a minute).
+    assert _post(client, key, {"events": [_event()]}).status_code == 202
+    locked, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        other = connections.create_connection("default")
+        try:
+            cursor = other.cursor()
+            if other.vendor == "sqlite":
+                cursor.execute("BEGIN IMMEDIATE")
+            else:
+                cursor.execute("BEGIN")
+                cursor.execute(f"LOCK TABLE {IngestBatch._meta.db_table} IN EXCLUSIVE MODE")
+            locked.set()
+            done.wait(3 * events_view.LOCK_WAIT_MS / 1000)
+            other.rollback()
+        finally:
+            other.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert locked.wait(30)
+        body = {"batch_id": "behind-a-lock", "events": [_event()]}
+        response = _post(client, key, body)
+        assert response.status_code == 202 and response.json()["accepted"] == 1
+        assert not IngestBatch.objects.filter(batch_id="behind-a-lock").exists()
+    finally:
+        done.set()
+        holder.join()
+    recorder.flush(timeout=30)
+    assert RequestLog.objects.filter(integration=stripe).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
 def test_real_http_through_live_server(live_server, stripe, key):
     data = gzip.compress(json.dumps({"batch_id": "live", "events": [_event()] * 3}).encode())
     request = urllib.request.Request(
@@ -249,7 +294,7 @@ def test_token_budgets_come_through_response_headers(client, stripe, key):
         (b'"latency_ms": Infinity', "latency_ms"),
         (b'"latency_ms": -1', "latency_ms"),
         (b'"status": true', "status"),
-        (b'"status": 200.0', "status"),
+        (b'"status": 200.5', "status"),
         (b'"status": 99', "status"),
         (b'"attempt": 0', "attempt"),
         (b'"method": ""', "method"),
@@ -266,3 +311,57 @@ def test_bad_values_are_refused_field_by_field(client, stripe, key, raw, field):
     response = _post(client, key, b'{"events": [' + event + b"]}")
     assert response.status_code == 202, response.content
     assert [e["field"] for e in response.json()["errors"]] == [field]
+
+
+def test_unique_ids_share_one_template_and_secret_paths_are_still_scrubbed(client, key):
+    ApiKey.objects.filter(prefix=key[:11]).update(allow_create=True)
+    paths = [f"/v1/charges/ch_{n:014d}" for n in range(3)]
+    paths.append("/v1/files/sk_live_" + "a1" * 12)  # a secret in a path, scrubbed again here
+    events = [_event(integration="pay", url=f"https://api.example.com{p}") for p in paths]
+    response = _post(client, key, {"events": events})
+    assert response.json()["accepted"] == 4, response.content
+    stored = set(RequestLog.objects.values_list("path", flat=True))
+    assert "/v1/charges/{id}" in stored and len(stored) == 2
+    assert not any("sk_live" in p for p in stored)
+
+
+def test_a_non_ascii_header_value_is_kept_not_a_500(client, stripe, key):
+    headers = {"X-RateLimit-Remaining": "7", "X-RateLimit-Limit": "10", "Deprecation": "é"}
+    response = _post(client, key, {"events": [_event(response_headers=headers)]})
+    assert response.status_code == 202, response.content
+    assert response.json()["accepted"] == 1
+    assert RequestLog.objects.get().ratelimit_remaining == 7
+
+
+def test_batch_ids_are_kept_past_the_clients_spool_lifetime_then_pruned(stripe, key):
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from upstream_client.ship import MAX_SPOOL_AGE_S
+
+    from api.models import BATCH_ID_RETAIN_DAYS
+    from monitoring import retention
+
+    assert timedelta(days=BATCH_ID_RETAIN_DAYS) > timedelta(seconds=MAX_SPOOL_AGE_S)
+    owner = ApiKey.objects.get(prefix=key[:11])
+    now = timezone.now()
+    ages = {"old": BATCH_ID_RETAIN_DAYS + 1, "resendable": MAX_SPOOL_AGE_S / 86_400, "new": 0}
+    for name, days in ages.items():
+        IngestBatch.objects.create(key=owner, batch_id=name, created=now - timedelta(days=days))
+    report = retention.prune(now=now, vacuum=False, pause_s=0)
+    assert report.deleted["ingest_batch_ids"] == 1
+    assert set(IngestBatch.objects.values_list("batch_id", flat=True)) == {"resendable", "new"}
+    # A resend of a batch the client may still hold is still recognised.
+    assert events_view.seen(owner, "resendable") == 0
+
+
+def test_integral_floats_are_integers_as_json_schema_says(client, stripe, key):
+    # JSON Schema counts 1914.0 as an integer (schemathesis sends such values): accepted as
+    # the integer, while 1.5 stays a 400 naming the field.
+    body = {"batch_id": "b-float", "events": [_event(status=200.0)], "dropped": 3.0}
+    response = _post(client, key, body)
+    assert response.status_code == 202, response.content
+    assert RequestLog.objects.get().status == 200
+    assert RecorderLoss.objects.get().rows == 3
+    response = _post(client, key, {"batch_id": "b-half", "events": [_event(status=200.5)]})
+    assert response.json()["errors"][0]["field"] == "status"

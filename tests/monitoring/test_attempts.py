@@ -74,15 +74,16 @@ def recording(transactional_db, tmp_path):
 
 
 @pytest.fixture
-def acme(transactional_db) -> Integration:
+def acme(transactional_db) -> Iterator[Integration]:
     attempts.clear_policies()
-    return Integration.objects.create(
+    yield Integration.objects.create(
         name="Acme",
         slug="acme",
         environment="production",
         path_templates="/v1/accounts/{account}",
         redact_names="partner_ref",
     )
+    attempts.clear_policies()  # the next file's fixtures reuse ids and slugs
 
 
 # --- done when: one URL, two sources, one template and one redaction --------------------------
@@ -314,6 +315,7 @@ def test_every_source_shares_one_policy_per_integration(acme):
 
 def test_admin_edits_reach_the_policy_at_the_next_refresh(acme):
     rules = attempts.policy_for("acme", "production")
+    attempts.refresh_policies(max_age=0)  # one just ran: the next is not due for a while
     Integration.objects.filter(pk=acme.pk).update(
         path_templates="/v1/accounts/{account_id}", redact_names="page", require_https=False
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 
 import httpx
@@ -101,6 +102,19 @@ def test_an_existing_integration_is_used_and_its_explicit_templates_win(recordin
     (row,) = rows()
     assert row.path == "/v1/status/{status_code}"
     assert Integration.objects.filter(slug="paybox").count() == 1
+
+
+def test_a_stream_the_caller_never_closes_is_recorded_once_collected(recording, sandbox):
+    api = MonitoredClient(integration="paybox", base_url=sandbox.url, headers=KEY)
+    response = api.send(api.build_request("GET", "/v1/customers"), stream=True)
+    assert next(response.iter_raw(16))
+    del response
+    gc.collect()
+    (row,) = rows()
+    assert (row.status, row.outcome, row.error_code) == (200, "ok", "")
+    assert row.response_bytes > 0 and row.duration_ms >= row.latency_ms
+    assert len(row.key_fingerprint) == 16
+    api.close()
 
 
 def test_an_unknown_environment_is_a_clear_error(recording):

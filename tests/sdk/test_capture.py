@@ -87,11 +87,13 @@ class Provider:
             time.sleep(1.0)
         status = 200
         if path.startswith("/status/"):
-            status = int(path.rsplit("/", 1)[1])
+            status = int(path.split("/")[2])
         elif path.startswith("/plan/"):
             plan = self.plans.get(path, [200])
             status = plan[min(self.hits[path] - 1, len(plan) - 1)]
-        if status < 400:
+        if status < 400 and path == "/ok-secret":
+            body = json.dumps({"ok": True, "api_key": SECRET, "note": f"key {STRIPE_KEY}"}).encode()
+        elif status < 400:
             body = json.dumps({"ok": True, "data": [1, 2, 3]}).encode()
         else:
             body = json.dumps(

@@ -49,6 +49,8 @@ class Ingest:
         self.stored: dict[str, dict] = {}
         self.answers: list[tuple[int, dict]] = []  # scripted (status, headers), then 202
         self.max_events: int | None = None  # more → 413
+        self.delay = 0.0  # seconds each request takes (a busy Upstream)
+        self.active = self.peak = 0  # requests being served now, and the most at once
         self.lock = threading.Lock()
         self.connections: list[socket.socket] = []
         self.server: ThreadingHTTPServer | None = None
@@ -76,6 +78,17 @@ class Ingest:
                 raw = self.rfile.read(int(self.headers["Content-Length"]))
                 body = gzip.decompress(raw) if self.headers.get("Content-Encoding") else raw
                 payload = json.loads(body)
+                with owner.lock:
+                    owner.active += 1
+                    owner.peak = max(owner.peak, owner.active)
+                try:
+                    time.sleep(owner.delay)
+                    self._serve(payload)
+                finally:
+                    with owner.lock:
+                        owner.active -= 1
+
+            def _serve(self, payload):
                 with owner.lock:
                     owner.batches.append(payload)
                     owner.requests.append({"headers": dict(self.headers), "at": time.monotonic()})
@@ -214,6 +227,53 @@ def test_a_413_splits_the_batch_and_keeps_every_event(ingest, make):
     assert shipper.flush(timeout=10)
     assert len(ingest.events()) == 100
     assert all(len(p["events"]) <= 30 for p in ingest.stored.values())
+
+
+@pytest.mark.parametrize("lanes", [1, 2, 3])
+def test_new_batches_go_max_in_flight_at_a_time_each_stored_once(ingest, make, lanes):
+    ingest.delay = 0.1
+    shipper = make(ingest.url, batch_size=10, max_in_flight=lanes, flush_interval=30)
+    for n in range(60):
+        shipper.submit(event(n))
+    assert shipper.flush(timeout=20)
+    assert ingest.peak == lanes
+    assert sorted(e["call_id"] for e in ingest.events()) == sorted(f"c{n}" for n in range(60))
+    assert len(ingest.batches) == 6 == shipper.stats()["sent_batches"]
+    assert shipper.stats()["sent_events"] == 60
+
+
+def test_a_batch_failing_beside_one_in_flight_is_resent_and_nothing_is_lost(ingest, make):
+    ingest.delay = 0.05
+    ingest.answers = [(503, {})]  # the first request fails, the one beside it succeeds
+    shipper = make(ingest.url, batch_size=10, max_in_flight=2, flush_interval=30)
+    for n in range(40):
+        shipper.submit(event(n))
+    assert shipper.flush(timeout=20)
+    assert sorted(e["call_id"] for e in ingest.events()) == sorted(f"c{n}" for n in range(40))
+    assert len(ingest.batches) == 5  # four batches, one of them twice under the same id
+    assert len({p["batch_id"] for p in ingest.batches}) == 4
+
+
+def test_a_spooled_batch_older_than_the_spool_lifetime_is_dropped_and_counted(
+    tmp_path, ingest, make
+):
+    from upstream_client.ship import MAX_SPOOL_AGE_S
+
+    old = make(ingest.url)
+    old._open_spool()
+    week_ago = time.time() - MAX_SPOOL_AGE_S - 60
+    for n, made in ((0, week_ago), (1, time.time() - 60)):
+        for batch in old._build([event(n)], 0):
+            old._to_spool(batch._replace(made=made))
+    assert len(spool_files(tmp_path)) == 2
+    live = make(ingest.url)
+    live.submit(event(2))
+    assert live.flush(timeout=10)
+    # Upstream forgets batch ids after a while: one this old is never resent.
+    assert sorted(e["call_id"] for e in ingest.events()) == ["c1", "c2"]
+    assert spool_files(tmp_path) == []
+    assert live.flush(timeout=10)
+    assert sum(p.get("dropped", 0) for p in ingest.stored.values()) == 1
 
 
 def test_unreachable_upstream_spools_then_replays_in_order_exactly_once(tmp_path, make):

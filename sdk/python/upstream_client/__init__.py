@@ -31,7 +31,8 @@ class Client(httpx.Client):
     ``integration`` names the provider (a slug, e.g. "stripe"); ``environment`` is
     production / staging / sandbox (default ``UPSTREAM_ENVIRONMENT``, else production);
     ``retry`` a ``RetryPolicy`` (off by default); ``sink`` where events go (default
-    ``upstream_client.sink.default()``). Everything else is httpx's.
+    ``upstream_client.sink.default()``); ``success_bodies`` keeps a scrubbed sample of small
+    JSON 2xx bodies (for APIs that answer errors with 200). Everything else is httpx's.
     """
 
     def __init__(
@@ -41,11 +42,12 @@ class Client(httpx.Client):
         environment: str | None = None,
         retry: RetryPolicy | None = None,
         sink: Sink | None = None,
+        success_bodies: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.capture = wrap_client_transports(
-            self, lib("httpx"), integration, environment, retry, sink
+            self, lib("httpx"), integration, environment, retry, sink, success_bodies
         )
 
 
@@ -59,11 +61,12 @@ class AsyncClient(httpx.AsyncClient):
         environment: str | None = None,
         retry: RetryPolicy | None = None,
         sink: Sink | None = None,
+        success_bodies: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.capture = wrap_client_transports(
-            self, lib("httpx"), integration, environment, retry, sink
+            self, lib("httpx"), integration, environment, retry, sink, success_bodies
         )
 
 

@@ -4,7 +4,15 @@ An adapter (httpx, httpx2, requests) measures an attempt and calls ``Capture`` h
 module owns the event's shape (the ingest API's format), the SDK-retry bookkeeping (one
 ``call_id`` and attempts 1..n across an SDK's own retries), the stream meter (first byte,
 duration, bytes, broken streams and SSE ``error`` events) and the outcome classes of
-transport errors. On the caller's thread it only builds a dict and calls ``sink.submit``.
+transport errors.
+
+On the caller's thread a successful attempt costs a few time stamps and one ``Meter``
+holding references (the URL string, the raw response and request header lists); the
+event dict — header allowlisting and scrubbing, the credential fingerprint, the RFC 3339
+time, bodies — is built by ``Meter.event()`` where the sink runs it: a sink with a
+``submit_record`` method (the Shipper, on its sender thread, before it encodes anything)
+gets the Meter itself; any other sink gets the finished dict from ``submit``. A Meter
+never leaves the process: only its ``event()`` does, redacted.
 """
 
 from __future__ import annotations
@@ -20,10 +28,13 @@ from collections.abc import Iterator
 from time import perf_counter
 from typing import Any
 
+from upstream_client import bodies, facts
 from upstream_client import sink as _sink
 from upstream_client.redact import (
     SCRUB_WINDOW,
     Redactor,
+    kept_mapping,
+    kept_triples,
     redact_query,
     scrub_message,
 )
@@ -316,6 +327,7 @@ class Capture:
         integration: str,
         environment: str | None = None,
         sink: _sink.Sink | None = None,
+        success_bodies: bool = False,
     ) -> None:
         if not isinstance(integration, str) or not integration.strip():
             raise ValueError("integration must be a non-empty slug")
@@ -324,11 +336,22 @@ class Capture:
         self._sink = sink
         # Process-wide: an SDK may retry through another client of the same provider.
         self.calls = CALLS
+        #: Keep a scrubbed sample of small JSON 2xx bodies (``ok_body``) for Upstream, which
+        #: tells an error answered with 200 from a success. Off: no body is kept.
+        self.success_bodies = bool(success_bodies)
 
-    def submit(self, event: dict) -> None:
-        sink = self._sink or _sink.default()
-        try:  # noqa: SIM105 - contextlib.suppress costs more on this per-call path
-            sink.submit(event)
+    def submit(self, item: dict | Meter) -> None:
+        """Hand an event to the sink: a ``Meter`` as it is to a sink that builds events on
+        its own thread (``submit_record``), else the event dict."""
+        try:
+            sink = self._sink or _sink.default()
+            if item.__class__ is not dict:
+                take = getattr(sink, "submit_record", None)
+                if take is not None:
+                    take(item)
+                    return
+                item = item.event()
+            sink.submit(item)
         except Exception:  # noqa: S110 - a sink must never break the caller's call
             pass
 
@@ -399,37 +422,82 @@ _SSE_ERROR = re.compile(rb"(?m)^(?:event:[ \t]*error[ \t]*\r?$|data:[ \t]*\{[ \t
 _SSE_WINDOW = 8 * 1024
 
 
+#: ``Meter.head`` kinds: how its header references are read.
+HTTPX = 0  # httpx/httpx2 (raw name, lower name, value) triples
+MAPPING = 1  # requests' case-insensitive mappings
+
+SAMPLE_MAX = bodies.SAMPLE_BODY_MAX
+
+
 class Meter:
-    """Measures one response body as the caller reads it, and submits the event when the
-    body ends: exhausted, closed by the caller (early or not), or broken.
+    """One response's record: measures the body as the caller reads it, and submits itself
+    when the body ends — exhausted, closed by the caller (early or not), broken, or
+    garbage-collected unclosed (then with what was seen, like an early close).
+
+    ``head`` is what the caller's thread knew at the headers: (method, url, wall,
+    latency_ms, status, request_bytes, response headers, request headers, call_id,
+    attempt, backoff_ms, kind, extra facts); or an event dict built already (a failure).
+    ``event()`` turns it into the redacted event dict, on whichever thread the sink runs it.
 
     A body the provider breaks (the connection drops, or an SSE ``error`` event arrives) is
     a failure: the event gets an ``outcome`` and ``stream_error``. One the caller closes
     early is not.
     """
 
-    __slots__ = ("_capture", "_event", "_start", "_tail", "done", "error", "first", "nbytes", "sse")
+    __slots__ = (
+        "_capture",
+        "_start",
+        "_tail",
+        "body",
+        "complete",
+        "done",
+        "end",
+        "error",
+        "first",
+        "head",
+        "last",
+        "nbytes",
+        "sse",
+    )
 
-    def __init__(self, capture: Capture, event: dict, start: float, content_type: str | None):
+    def __init__(self, capture: Capture, head: tuple | dict, start: float, sse: bool | None):
         self._capture = capture
-        self._event = event
+        self.head = head
         self._start = start
-        self.first = 0.0
+        self.first = self.last = self.end = 0.0
         self.nbytes = 0
-        self.done = False
+        self.done = self.complete = False
         self.error: tuple[str, str, str] | None = None  # outcome, stream_error, body
         self._tail = b""
-        self.sse = is_stream_type(content_type)
-        if self.sse:
-            event["streamed"] = True
+        self.sse = sse
+        #: The body's chunks while it may become a success sample (``success_bodies``).
+        self.body: list[bytes] | None = None
+
+    def __del__(self) -> None:
+        # Dropped unclosed (a stream the caller never closed): what was seen is the event,
+        # counted as closed early by the caller. Runs in a finalizer: never raise.
+        if not self.done:
+            self.done = True
+            self.end = self.last
+            self._capture.submit(self)  # which never raises
 
     def chunk(self, data: bytes) -> None:
         """Account for one chunk (the httpx streams do this inline, it runs per chunk)."""
+        self.last = now = perf_counter()
         if not self.first:
-            self.first = perf_counter()
+            self.first = now
         self.nbytes += len(data)
         if self.sse:
             self.sse_chunk(data)
+        if self.body is not None:
+            self.keep(data)
+
+    def keep(self, data: bytes) -> None:
+        body = self.body
+        if self.nbytes <= SAMPLE_MAX:
+            body.append(data)
+        else:
+            self.body = None
 
     def sse_chunk(self, data: bytes) -> None:
         """Look for an SSE ``error`` event in one more chunk of an event stream."""
@@ -484,12 +552,77 @@ class Meter:
         if self.done:
             return
         self.done = True
-        end = perf_counter()
-        event = self._event
-        event["duration_ms"] = (end - self._start) * 1000.0
+        self.end = perf_counter()
+        if nbytes is not None:
+            self.nbytes = nbytes
+        self._capture.submit(self)
+
+    def _decoded(self, raw: bytes) -> bytes:
+        """The body without its Content-Encoding (the httpx meters decode; requests reads
+        decoded already)."""
+        return raw
+
+    # -- off the caller's thread -------------------------------------------------------------
+
+    def event(self) -> dict:
+        """The redacted event dict of this attempt (built once the body ended)."""
+        head = self.head
+        if head.__class__ is dict:
+            event = head
+            content_type = None
+        else:
+            (
+                method, url, wall, latency_ms, status, request_bytes, headers,
+                request_headers, call_id, attempt, backoff_ms, kind, extra,
+            ) = head  # fmt: skip
+            if kind == HTTPX:
+                kept = kept_triples(headers) if headers else None
+                request_facts = facts.of_triples(request_headers, wall) if request_headers else None
+            else:
+                kept = kept_mapping(headers) if headers else None
+                request_facts = facts.of_mapping(request_headers, wall) if request_headers else None
+            if extra:
+                request_facts = {**request_facts, **extra} if request_facts else extra
+            event = self._capture.event(
+                method, url, wall, latency_ms, status, request_bytes, kept,
+                call_id or next(_call_ids_left), attempt, backoff_ms, request_facts,
+            )  # fmt: skip
+            content_type = kept.get("content-type") if kept else None
+            if self.sse is None:
+                self.sse = is_stream_type(content_type)
+        if self.sse:
+            event["streamed"] = True
+        start = self._start
+        end = self.end
+        event["duration_ms"] = (end - start) * 1000.0 if end else event["latency_ms"]
         if self.first:
-            event["first_byte_ms"] = (self.first - self._start) * 1000.0
-        event["response_bytes"] = self.nbytes if nbytes is None else nbytes
+            event["first_byte_ms"] = (self.first - start) * 1000.0
+        event["response_bytes"] = self.nbytes
         if self.error is not None:
             event["outcome"], event["stream_error"], event["error_body"] = self.error
-        self._capture.submit(event)
+        elif self.body is not None and self.complete and not self.sse:
+            sample = bodies.success_sample(content_type, self._decoded(b"".join(self.body)))
+            if sample is not None:
+                event["ok_body"] = sample
+        return event
+
+
+def content_type_of(triples: Any) -> bytes | None:
+    """The raw Content-Type of httpx header triples (it comes early: the loop is short)."""
+    for _, name, value in triples:
+        if name == b"content-type":
+            return value
+    return None
+
+
+def sse_of(triples: Any) -> bool:
+    """Whether httpx header triples announce an event stream (read once per body)."""
+    value = content_type_of(triples)
+    return value is not None and is_stream_type(value.decode("latin-1"))
+
+
+def with_batch(request_facts: dict | None, size: int | None) -> dict | None:
+    """The request's facts plus its ``batch_size`` (when it is a bulk request)."""
+    if size is None:
+        return request_facts
+    return {**request_facts, "batch_size": size} if request_facts else {"batch_size": size}

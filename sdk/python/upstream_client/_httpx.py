@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import time
+from operator import itemgetter
 from time import perf_counter
 from typing import Any
 
@@ -20,17 +21,19 @@ import anyio
 from upstream_client import facts
 from upstream_client._capture import (
     HINT_NAMES,
+    HTTPX,
     NO_MARKS,
     Capture,
     Marks,
     Meter,
-    is_stream_type,
     marks_from_pairs,
     new_call_id,
     scrub_body,
     should_retry,
+    sse_of,
     url_text,
 )
+from upstream_client.bodies import batch_items
 from upstream_client.redact import kept_triples
 from upstream_client.retry import RetryPolicy, method_retryable
 from upstream_client.sink import Sink
@@ -76,41 +79,61 @@ def lib_of(obj: Any) -> Lib:
 
 
 def _meter_streams(module: Any) -> tuple[type, type]:
-    # One object per response: the Meter *is* the library's own stream type.
+    # One object per response: the Meter *is* the library's own stream type, and the record
+    # the sink builds the event from.
+
+    def decoded(self: Meter, raw: bytes) -> bytes:
+        headers = self.head[6]
+        if all(name != b"content-encoding" for _, name, _ in headers):
+            return raw
+        try:
+            return module.Response(
+                200, headers=[(n, v) for _, n, v in headers], stream=module.ByteStream(raw)
+            ).read()
+        except module.DecodingError:
+            return raw
+
     class SyncMeter(Meter, module.SyncByteStream):
         """The library's own sync stream type, measuring the body as it is read."""
 
         __slots__ = ("_inner",)
+        _decoded = decoded
 
-        def __init__(self, inner: Any, capture: Capture, event: dict, start: float, ctype):
+        def __init__(self, inner: Any, capture: Capture, head: tuple, start: float, keep: bool):
             # Meter.__init__ inlined (one object, one frame per response).
             self._inner = inner
             self._capture = capture
-            self._event = event
+            self.head = head
             self._start = start
-            self.first = 0.0
+            self.first = self.last = self.end = 0.0
             self.nbytes = 0
-            self.done = False
+            self.done = self.complete = False
             self.error = None
             self._tail = b""
-            self.sse = sse = ctype is not None and is_stream_type(ctype)
-            if sse:
-                event["streamed"] = True
+            self.sse = None
+            self.body = [] if keep else None
 
         def __iter__(self):
             sse = self.sse
+            if sse is None:
+                sse = self.sse = sse_of(self.head[6])
+            keep = self.body is not None
             try:
                 for chunk in self._inner:
                     # Meter.chunk inlined: this runs for every chunk of every body.
+                    self.last = now = perf_counter()
                     if not self.first:
-                        self.first = perf_counter()
+                        self.first = now
                     self.nbytes += len(chunk)
                     if sse:
                         self.sse_chunk(chunk)
+                    if keep and self.body is not None:
+                        self.keep(chunk)
                     yield chunk
             except Exception as exc:
                 self.broken(exc)
                 raise
+            self.complete = True
             self.finish()
 
         def close(self) -> None:
@@ -123,35 +146,42 @@ def _meter_streams(module: Any) -> tuple[type, type]:
         """The library's own async stream type, measuring the body as it is read."""
 
         __slots__ = ("_inner",)
+        _decoded = decoded
 
-        def __init__(self, inner: Any, capture: Capture, event: dict, start: float, ctype):
+        def __init__(self, inner: Any, capture: Capture, head: tuple, start: float, keep: bool):
             # Meter.__init__ inlined (one object, one frame per response).
             self._inner = inner
             self._capture = capture
-            self._event = event
+            self.head = head
             self._start = start
-            self.first = 0.0
+            self.first = self.last = self.end = 0.0
             self.nbytes = 0
-            self.done = False
+            self.done = self.complete = False
             self.error = None
             self._tail = b""
-            self.sse = sse = ctype is not None and is_stream_type(ctype)
-            if sse:
-                event["streamed"] = True
+            self.sse = None
+            self.body = [] if keep else None
 
         async def __aiter__(self):
             sse = self.sse
+            if sse is None:
+                sse = self.sse = sse_of(self.head[6])
+            keep = self.body is not None
             try:
                 async for chunk in self._inner:
+                    self.last = now = perf_counter()
                     if not self.first:
-                        self.first = perf_counter()
+                        self.first = now
                     self.nbytes += len(chunk)
                     if sse:
                         self.sse_chunk(chunk)
+                    if keep and self.body is not None:
+                        self.keep(chunk)
                     yield chunk
             except Exception as exc:
                 self.broken(exc)
                 raise
+            self.complete = True
             self.finish()
 
         async def aclose(self) -> None:
@@ -184,19 +214,35 @@ def _url(request: Any) -> str:
     return found
 
 
+_NAME = itemgetter(1)  # a header triple's lower-case name; map() of it runs in C
+
+
 def _marks(request: Any) -> Marks:
     lst = request.headers._list
-    for _, name, _ in lst:
-        if name in _MARK_NAMES:
-            return marks_from_pairs(
-                (n.decode("latin-1"), v.decode("latin-1")) for _, n, v in lst if n in _MARK_NAMES
-            )
-    return NO_MARKS
+    if _MARK_NAMES.isdisjoint(map(_NAME, lst)):
+        return NO_MARKS
+    return marks_from_pairs(
+        (n.decode("latin-1"), v.decode("latin-1")) for _, n, v in lst if n in _MARK_NAMES
+    )
 
 
 _MARK_NAMES = frozenset(
     {b"x-stainless-retry-count", b"idempotency-key", b"x-stripe-client-user-agent"}
 )
+_HINT_NAMES_B = frozenset(name.encode() for name in HINT_NAMES)
+
+
+def _batch(request: Any, content: bytes | None) -> dict | None:
+    """A bulk POST's ``batch_size`` (``bodies.batch_items``: None at once for other paths)."""
+    size = batch_items("POST", request.url.path, request.headers.get("content-type"), content)
+    return None if size is None else {"batch_size": size}
+
+
+def _facts(request: Any, wall: float, batch: dict | None) -> dict | None:
+    found = facts.of_httpx(request, wall)
+    if batch:
+        return {**found, **batch} if found else batch
+    return found
 
 
 def wrapped_retries(transport: Any) -> bool:
@@ -229,11 +275,12 @@ class TransportCore:
         retry: RetryPolicy | None,
         sink: Sink | None,
         capture: Capture | None,
+        success_bodies: bool = False,
     ) -> None:
         self._wrapped = wrapped
         if wrapped is not None:
             self._lib = lib_of(wrapped)
-        self._capture = capture or Capture(integration, environment, sink)
+        self._capture = capture or Capture(integration, environment, sink, success_bodies)
         self._retry = None if retry is None or wrapped_retries(wrapped) else retry
 
     @property
@@ -280,19 +327,21 @@ class TransportCore:
             return self._retry, False
         return self._retry, True
 
-    def _error(self, exc, request, url, marks, wall, start, call_id, attempt, backoff_ms, lib_):
+    def _error(self, exc, request, url, marks, wall, start, call_id, attempt, backoff_ms, lib_,
+               batch=None):  # fmt: skip
         capture = self._capture
         elapsed = perf_counter() - start
         request_bytes = _request_bytes(request, lib_.RequestNotRead)
         capture.submit(
             capture.error_event(
                 exc, request.method, url, wall, elapsed, request_bytes, call_id, attempt,
-                backoff_ms, facts.of_httpx(request),
+                backoff_ms, _facts(request, wall, batch),
             )
         )  # fmt: skip
         capture.calls.end(request.method, url, marks, call_id, attempt, True, False)
 
-    def _failure(self, response, raw, headers, request, url, wall, start, ids, lib_) -> None:
+    def _failure(self, response, raw, headers, request, url, wall, start, ids, lib_,
+                 batch=None) -> None:  # fmt: skip
         """Submit the event of a response ≥ 400 whose body was read in full."""
         capture = self._capture
         call_id, attempt, backoff_ms, latency_ms = ids
@@ -306,7 +355,7 @@ class TransportCore:
         event = capture.event(
             request.method, url, wall, latency_ms, response.status_code,
             _request_bytes(request, lib_.RequestNotRead), headers, call_id, attempt, backoff_ms,
-            facts.of_httpx(request),
+            _facts(request, wall, batch),
         )  # fmt: skip
         end = perf_counter()
         event["response_bytes"] = len(raw)
@@ -315,14 +364,14 @@ class TransportCore:
         capture.submit(event)
 
     def _broken(self, exc, request, url, wall, start, latency_ms, status, headers,
-                call_id, attempt, backoff_ms, lib_) -> None:  # fmt: skip
+                call_id, attempt, backoff_ms, lib_, batch=None) -> None:  # fmt: skip
         capture = self._capture
         event = capture.event(
             request.method, url, wall, latency_ms, status,
             _request_bytes(request, lib_.RequestNotRead), headers, call_id, attempt, backoff_ms,
-            facts.of_httpx(request),
+            _facts(request, wall, batch),
         )  # fmt: skip
-        Meter(capture, event, start, None).broken(exc)
+        Meter(capture, event, start, False).broken(exc)
 
     # -- sync ----------------------------------------------------------------------------------
 
@@ -338,16 +387,19 @@ class TransportCore:
         if retry is not None:
             retry, retryable = self._retry_for(request, marks, lib_)
         try:
-            request_bytes = len(request.content)
+            content = request.content
+            request_bytes = len(content)
         except lib_.RequestNotRead:
-            request_bytes = None  # a streamed upload: its size is not known up front
+            content = request_bytes = None  # a streamed upload: its size is not known up front
         method = request.method
+        batch = _batch(request, content) if method == "POST" else None
         waited = self._admit(request, url) if self._admitting else 0.0
         if waited:
             time.sleep(waited)
         calls = capture.calls
         if marks is NO_MARKS and not calls.pending:
-            call_id, attempt, backoff_ms = new_call_id(), 1, waited * 1000.0
+            # A fresh call: its id is drawn when it is first needed (often by the sink).
+            call_id, attempt, backoff_ms = None, 1, waited * 1000.0
         else:
             call_id, attempt, backoff_ms = calls.begin(method, url, marks, perf_counter())
             backoff_ms += waited * 1000.0
@@ -358,9 +410,12 @@ class TransportCore:
             try:
                 response = wrapped.handle_request(request)
             except Exception as exc:
+                if call_id is None:
+                    call_id = new_call_id()
                 self._error(
-                    exc, request, url, marks, wall, start, call_id, attempt, backoff_ms, lib_
-                )
+                    exc, request, url, marks, wall, start, call_id, attempt, backoff_ms, lib_,
+                    batch,
+                )  # fmt: skip
                 delay = None
                 if retry is not None and isinstance(exc, lib_.retry_errors):
                     delay = retry.error_delay(attempt, total_wait, retryable)
@@ -372,41 +427,51 @@ class TransportCore:
                 continue
             latency_ms = (perf_counter() - start) * 1000.0
             status = response.status_code
-            headers = kept_triples(response.headers._list)
+            lst = response.headers._list
+            if status < 400:
+                # The hot path: references only; the sink's thread builds the event.
+                hinted = not _HINT_NAMES_B.isdisjoint(map(_NAME, lst)) and should_retry(
+                    kept_triples(lst)
+                )
+                if self._observing:
+                    self._observe(kept_triples(lst), wall)
+                if marks is not NO_MARKS or hinted or calls.pending:
+                    if call_id is None:
+                        call_id = new_call_id()
+                    calls.end(method, url, marks, call_id, attempt, False, hinted)
+                response.stream = lib_.SyncMeter(
+                    response.stream,
+                    capture,
+                    (
+                        method, url, wall, latency_ms, status, request_bytes, lst,
+                        request.headers._list, call_id, attempt, backoff_ms, HTTPX, batch,
+                    ),
+                    start,
+                    capture.success_bodies and status < 300,
+                )  # fmt: skip
+                return response
+            if call_id is None:
+                call_id = new_call_id()
+            headers = kept_triples(lst)
             hinted = (
                 headers is not None and not HINT_NAMES.isdisjoint(headers) and should_retry(headers)
             )
             if self._observing:
                 self._observe(headers, wall)
-            if status < 400:
-                event = capture.event(
-                    method, url, wall, latency_ms, status, request_bytes, headers, call_id,
-                    attempt, backoff_ms, facts.of_httpx(request),
-                )  # fmt: skip
-                response.stream = lib_.SyncMeter(
-                    response.stream,
-                    capture,
-                    event,
-                    start,
-                    headers.get("content-type") if headers else None,
-                )
-                if marks is not NO_MARKS or hinted or calls.pending:
-                    calls.end(method, url, marks, call_id, attempt, False, hinted)
-                return response
             stream = response.stream
             try:
                 raw = b"".join(stream)
             except Exception as exc:
                 self._broken(exc, request, url, wall, start, latency_ms, status, headers,
-                             call_id, attempt, backoff_ms, lib_)  # fmt: skip
+                             call_id, attempt, backoff_ms, lib_, batch)  # fmt: skip
                 raise
             finally:
                 stream.close()
             # The caller still reads the body (and the library still times it) as usual.
             response.stream = lib_.ByteStream(raw)
             self._failure(response, raw, headers, request, url, wall, start,
-                          (call_id, attempt, backoff_ms, latency_ms), lib_)  # fmt: skip
-            capture.calls.end(method, url, marks, call_id, attempt, True, hinted)
+                          (call_id, attempt, backoff_ms, latency_ms), lib_, batch)  # fmt: skip
+            calls.end(method, url, marks, call_id, attempt, True, hinted)
             delay = None
             if retry is not None:
                 delay = self._status_delay(
@@ -438,16 +503,19 @@ class TransportCore:
         if retry is not None:
             retry, retryable = self._retry_for(request, marks, lib_)
         try:
-            request_bytes = len(request.content)
+            content = request.content
+            request_bytes = len(content)
         except lib_.RequestNotRead:
-            request_bytes = None  # a streamed upload: its size is not known up front
+            content = request_bytes = None  # a streamed upload: its size is not known up front
         method = request.method
+        batch = _batch(request, content) if method == "POST" else None
         waited = self._admit(request, url) if self._admitting else 0.0
         if waited:
             await _sleep(waited)
         calls = capture.calls
         if marks is NO_MARKS and not calls.pending:
-            call_id, attempt, backoff_ms = new_call_id(), 1, waited * 1000.0
+            # A fresh call: its id is drawn when it is first needed (often by the sink).
+            call_id, attempt, backoff_ms = None, 1, waited * 1000.0
         else:
             call_id, attempt, backoff_ms = calls.begin(method, url, marks, perf_counter())
             backoff_ms += waited * 1000.0
@@ -458,9 +526,12 @@ class TransportCore:
             try:
                 response = await wrapped.handle_async_request(request)
             except Exception as exc:
+                if call_id is None:
+                    call_id = new_call_id()
                 self._error(
-                    exc, request, url, marks, wall, start, call_id, attempt, backoff_ms, lib_
-                )
+                    exc, request, url, marks, wall, start, call_id, attempt, backoff_ms, lib_,
+                    batch,
+                )  # fmt: skip
                 delay = None
                 if retry is not None and isinstance(exc, lib_.retry_errors):
                     delay = retry.error_delay(attempt, total_wait, retryable)
@@ -472,40 +543,51 @@ class TransportCore:
                 continue
             latency_ms = (perf_counter() - start) * 1000.0
             status = response.status_code
-            headers = kept_triples(response.headers._list)
+            lst = response.headers._list
+            if status < 400:
+                # The hot path: references only; the sink's thread builds the event.
+                hinted = not _HINT_NAMES_B.isdisjoint(map(_NAME, lst)) and should_retry(
+                    kept_triples(lst)
+                )
+                if self._observing:
+                    self._observe(kept_triples(lst), wall)
+                if marks is not NO_MARKS or hinted or calls.pending:
+                    if call_id is None:
+                        call_id = new_call_id()
+                    calls.end(method, url, marks, call_id, attempt, False, hinted)
+                response.stream = lib_.AsyncMeter(
+                    response.stream,
+                    capture,
+                    (
+                        method, url, wall, latency_ms, status, request_bytes, lst,
+                        request.headers._list, call_id, attempt, backoff_ms, HTTPX, batch,
+                    ),
+                    start,
+                    capture.success_bodies and status < 300,
+                )  # fmt: skip
+                return response
+            if call_id is None:
+                call_id = new_call_id()
+            headers = kept_triples(lst)
             hinted = (
                 headers is not None and not HINT_NAMES.isdisjoint(headers) and should_retry(headers)
             )
             if self._observing:
                 self._observe(headers, wall)
-            if status < 400:
-                event = capture.event(
-                    method, url, wall, latency_ms, status, request_bytes, headers, call_id,
-                    attempt, backoff_ms, facts.of_httpx(request),
-                )  # fmt: skip
-                response.stream = lib_.AsyncMeter(
-                    response.stream,
-                    capture,
-                    event,
-                    start,
-                    headers.get("content-type") if headers else None,
-                )
-                if marks is not NO_MARKS or hinted or calls.pending:
-                    calls.end(method, url, marks, call_id, attempt, False, hinted)
-                return response
             stream = response.stream
             try:
                 raw = b"".join([chunk async for chunk in stream])
             except Exception as exc:
                 self._broken(exc, request, url, wall, start, latency_ms, status, headers,
-                             call_id, attempt, backoff_ms, lib_)  # fmt: skip
+                             call_id, attempt, backoff_ms, lib_, batch)  # fmt: skip
                 raise
             finally:
                 await stream.aclose()
+            # The caller still reads the body (and the library still times it) as usual.
             response.stream = lib_.ByteStream(raw)
             self._failure(response, raw, headers, request, url, wall, start,
-                          (call_id, attempt, backoff_ms, latency_ms), lib_)  # fmt: skip
-            capture.calls.end(method, url, marks, call_id, attempt, True, hinted)
+                          (call_id, attempt, backoff_ms, latency_ms), lib_, batch)  # fmt: skip
+            calls.end(method, url, marks, call_id, attempt, True, hinted)
             delay = None
             if retry is not None:
                 delay = self._status_delay(
@@ -539,9 +621,10 @@ def _transport_class(lib_: Lib) -> type:
             environment: str | None = None,
             retry: RetryPolicy | None = None,
             sink: Sink | None = None,
+            success_bodies: bool = False,
             _capture: Capture | None = None,
         ) -> None:
-            self._setup(wrapped, integration, environment, retry, sink, _capture)
+            self._setup(wrapped, integration, environment, retry, sink, _capture, success_bodies)
             self._lib = self._lib or lib_
 
     Transport.__name__ = Transport.__qualname__ = "Transport"
@@ -561,14 +644,16 @@ def transport(
     retry: RetryPolicy | None = None,
     sink: Sink | None = None,
     library: str | None = None,
+    success_bodies: bool = False,
 ) -> Any:
     """A capturing transport around ``wrapped`` (an httpx or httpx2 transport, detected);
     without one, the library's default transport (``library=``: "httpx", the default, or
-    "httpx2")."""
+    "httpx2"). ``success_bodies``: keep a scrubbed sample of small JSON 2xx bodies."""
     chosen = lib_of(wrapped) if wrapped is not None else lib(library or "httpx")
     return chosen.Transport(
-        wrapped, integration=integration, environment=environment, retry=retry, sink=sink
-    )
+        wrapped, integration=integration, environment=environment, retry=retry, sink=sink,
+        success_bodies=success_bodies,
+    )  # fmt: skip
 
 
 def wrap_client_transports(
@@ -578,10 +663,11 @@ def wrap_client_transports(
     environment: str | None,
     retry: RetryPolicy | None,
     sink: Sink | None,
+    success_bodies: bool = False,
 ) -> Capture:
     """Wrap the transports a client built for itself (TLS, limits, proxies from the
     environment all kept), mounts included."""
-    capture = Capture(integration, environment, sink)
+    capture = Capture(integration, environment, sink, success_bodies)
 
     def wrap(found: Any) -> Any:
         if found is None or isinstance(found, TransportCore):

@@ -82,10 +82,12 @@ def _jwt_issued_at(credential: str) -> float | None:
     return float(iat)
 
 
-def of_pairs(pairs: Iterable[tuple[str, str]]) -> dict | None:
+def of_pairs(pairs: Iterable[tuple[str, str]], now: float | None = None) -> dict | None:
     """The facts of a request from its (lower-case name, value) header pairs; None if none.
 
     Only headers in FACT_NAMES are read; callers pass those alone when they can filter cheaply.
+    ``now`` (epoch seconds, default the current time) is when the request was sent: a
+    token's age is taken then, even when the event is built later on another thread.
     """
     credential = version = ""
     for name, value in pairs:
@@ -111,19 +113,26 @@ def of_pairs(pairs: Iterable[tuple[str, str]]) -> dict | None:
     facts, issued = found
     if issued is None:
         return facts
-    return {**facts, "token_age_s": max(0.0, round(time.time() - issued, 1))}
+    now = time.time() if now is None else now
+    return {**facts, "token_age_s": max(0.0, round(now - issued, 1))}
 
 
-def of_httpx(request) -> dict | None:
-    """The facts of an httpx/httpx2 request (its raw header list, read once)."""
-    lst = request.headers._list
-    return of_pairs(
-        (n.decode("latin-1"), v.decode("latin-1")) for _, n, v in lst if n in FACT_NAMES_BYTES
+def of_triples(triples, now: float | None = None) -> dict | None:
+    """The facts of httpx/httpx2 request headers (their raw (name, lower name, value) list)."""
+    pairs = (
+        (n.decode("latin-1"), v.decode("latin-1")) for _, n, v in triples if n in FACT_NAMES_BYTES
     )
+    return of_pairs(pairs, now)
 
 
-def of_mapping(headers) -> dict | None:
+def of_httpx(request, now: float | None = None) -> dict | None:
+    """The facts of an httpx/httpx2 request (its raw header list, read once)."""
+    return of_triples(request.headers._list, now)
+
+
+def of_mapping(headers, now: float | None = None) -> dict | None:
     """The facts of a requests request (a case-insensitive mapping)."""
     return of_pairs(
-        (name.lower(), value) for name, value in headers.items() if name.lower() in FACT_NAMES
+        ((name.lower(), value) for name, value in headers.items() if name.lower() in FACT_NAMES),
+        now,
     )

@@ -35,10 +35,13 @@ class Client(httpx2.Client):
         environment: str | None = None,
         retry: RetryPolicy | None = None,
         sink: Sink | None = None,
+        success_bodies: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.capture = wrap_client_transports(self, _LIB, integration, environment, retry, sink)
+        self.capture = wrap_client_transports(
+            self, _LIB, integration, environment, retry, sink, success_bodies
+        )
 
 
 class AsyncClient(httpx2.AsyncClient):
@@ -51,7 +54,10 @@ class AsyncClient(httpx2.AsyncClient):
         environment: str | None = None,
         retry: RetryPolicy | None = None,
         sink: Sink | None = None,
+        success_bodies: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.capture = wrap_client_transports(self, _LIB, integration, environment, retry, sink)
+        self.capture = wrap_client_transports(
+            self, _LIB, integration, environment, retry, sink, success_bodies
+        )

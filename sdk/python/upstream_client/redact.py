@@ -460,6 +460,14 @@ def kept_triples(triples: Iterable[tuple[bytes, bytes, bytes]]) -> dict[str, str
     return kept
 
 
+def kept_mapping(headers: Mapping[str, str]) -> dict[str, str] | None:
+    """``kept_headers`` of a str mapping (requests' response headers)."""
+    return kept_headers(
+        (str(k).lower().encode("latin-1", "replace"), str(v).encode("latin-1", "replace"))
+        for k, v in headers.items()
+    )
+
+
 @lru_cache(maxsize=2048)
 def _secret_query_name(key: str) -> bool:
     return _DEFAULT.is_secret_name(unquote_plus(key))

@@ -20,21 +20,27 @@ from requests.adapters import BaseAdapter, HTTPAdapter
 
 from upstream_client import facts
 from upstream_client._capture import (
+    HINT_NAMES,
+    MAPPING,
     NO_MARKS,
     Capture,
     Meter,
+    is_stream_type,
     marks_from_pairs,
+    new_call_id,
     scrub_body,
     should_retry,
     url_text,
 )
-from upstream_client.redact import kept_headers
+from upstream_client.bodies import batch_items
+from upstream_client.redact import kept_mapping
 from upstream_client.retry import RetryPolicy, method_retryable
 from upstream_client.sink import Sink
 
 __all__ = ["CaptureAdapter", "Session", "mount"]
 
 _MARK_NAMES = ("x-stainless-retry-count", "idempotency-key", "x-stripe-client-user-agent")
+_MARK_SET = frozenset(_MARK_NAMES)
 _RETRY_ERRORS = (requests.ConnectionError, requests.Timeout)
 
 
@@ -84,6 +90,7 @@ class _RawMeter:
         except Exception as exc:
             meter.broken(exc)
             raise
+        meter.complete = True
         meter.finish(self._wire_bytes())
 
     def read(self, amt: int | None = None, *args: Any, **kwargs: Any) -> bytes:
@@ -96,6 +103,7 @@ class _RawMeter:
         if data:
             meter.chunk(data)
         if amt is None or not data:
+            meter.complete = True
             meter.finish(self._wire_bytes())
         return data
 
@@ -133,11 +141,12 @@ class CaptureAdapter(HTTPAdapter):
         environment: str | None = None,
         retry: RetryPolicy | None = None,
         sink: Sink | None = None,
+        success_bodies: bool = False,
         _capture: Capture | None = None,
     ) -> None:
         # Not HTTPAdapter.__init__: the pool is the wrapped adapter's.
         self._wrapped = wrapped if wrapped is not None else HTTPAdapter()
-        self._capture = _capture or Capture(integration, environment, sink)
+        self._capture = _capture or Capture(integration, environment, sink, success_bodies)
         self._retry = None if retry is None or _adapter_retries(self._wrapped) else retry
 
     def __getattr__(self, name: str) -> Any:
@@ -167,21 +176,28 @@ class CaptureAdapter(HTTPAdapter):
         method = request.method or "GET"
         url = _url(request.url or "")
         headers = request.headers
+        store = getattr(headers, "_store", None)  # lower-case names: a C set test
         marks = NO_MARKS
-        if any(name in headers for name in _MARK_NAMES):
+        if (store is None or not _MARK_SET.isdisjoint(store)) and any(
+            name in headers for name in _MARK_NAMES
+        ):
             marks = marks_from_pairs(
                 (name, headers[name]) for name in _MARK_NAMES if name in headers
             )
-        request_facts = facts.of_mapping(headers)
         body = request.body
         request_bytes = _request_bytes(body)
+        batch = _batch(request, body) if method == "POST" else None
         retry = None if marks.sdk else self._retry
         retryable = (
             retry is not None
             and request_bytes is not None
             and method_retryable(method, bool(marks.idempotency_key))
         )
-        call_id, attempt, backoff_ms = capture.calls.begin(method, url, marks, perf_counter())
+        calls = capture.calls
+        if marks is NO_MARKS and not calls.pending:
+            call_id, attempt, backoff_ms = None, 1, 0.0  # drawn when first needed
+        else:
+            call_id, attempt, backoff_ms = calls.begin(method, url, marks, perf_counter())
         total_wait = 0.0
         while True:
             wall = time.time()
@@ -190,13 +206,15 @@ class CaptureAdapter(HTTPAdapter):
                 response = self._wrapped.send(request, stream=True, **kwargs)
             except Exception as exc:
                 elapsed = perf_counter() - start
+                if call_id is None:
+                    call_id = new_call_id()
                 capture.submit(
                     capture.error_event(
                         exc, method, url, wall, elapsed, request_bytes, call_id, attempt,
-                        backoff_ms, request_facts,
+                        backoff_ms, _facts(headers, wall, batch),
                     )
                 )  # fmt: skip
-                capture.calls.end(method, url, marks, call_id, attempt, True, False)
+                calls.end(method, url, marks, call_id, attempt, True, False)
                 delay = None
                 if retry is not None and isinstance(exc, _RETRY_ERRORS):
                     delay = retry.error_delay(attempt, total_wait, retryable)
@@ -208,27 +226,51 @@ class CaptureAdapter(HTTPAdapter):
                 continue
             latency_ms = (perf_counter() - start) * 1000.0
             status = response.status_code
-            kept = kept_headers(
-                [(k.lower().encode("latin-1"), v.encode("latin-1", "replace"))
-                 for k, v in response.headers.items()]
-            )  # fmt: skip
+            answer = response.headers
+            if status < 400:
+                # The hot path: references only; the sink's thread builds the event.
+                found = getattr(answer, "_store", None)
+                hinted = False
+                if found is None or not HINT_NAMES.isdisjoint(found):
+                    hinted = should_retry(kept_mapping(answer))
+                if found is not None:
+                    content_type = found.get("content-type")
+                    content_type = content_type[1] if content_type else None
+                else:
+                    content_type = answer.get("content-type")
+                track = marks is not NO_MARKS or hinted or calls.pending
+                if track and call_id is None:
+                    call_id = new_call_id()
+                meter = Meter(
+                    capture,
+                    (
+                        method, url, wall, latency_ms, status, request_bytes, answer, headers,
+                        call_id, attempt, backoff_ms, MAPPING, batch,
+                    ),
+                    start,
+                    content_type is not None and is_stream_type(content_type),
+                )  # fmt: skip
+                if capture.success_bodies and status < 300:
+                    meter.body = []
+                if not hasattr(response.raw, "stream"):
+                    meter.finish()  # an adapter without a urllib3 body (a test double)
+                else:
+                    response.raw = _RawMeter(response.raw, meter)
+                    if not stream:
+                        response.content  # noqa: B018 - read here, as Session.send would
+                if track:
+                    calls.end(method, url, marks, call_id, attempt, False, hinted)
+                return response
+            if call_id is None:
+                call_id = new_call_id()
+            kept = kept_mapping(answer)
             hinted = should_retry(kept)
             event = capture.event(
                 method, url, wall, latency_ms, status, request_bytes, kept, call_id, attempt,
-                backoff_ms, request_facts,
+                backoff_ms, _facts(headers, wall, batch),
             )  # fmt: skip
             content_type = kept.get("content-type") if kept else None
-            meter = Meter(capture, event, start, content_type)
-            if status < 400:
-                if not hasattr(response.raw, "stream"):
-                    meter.finish()  # an adapter without a urllib3 body (a test double)
-                    capture.calls.end(method, url, marks, call_id, attempt, False, hinted)
-                    return response
-                response.raw = _RawMeter(response.raw, meter)
-                if not stream:
-                    response.content  # noqa: B018 - read here, as Session.send would
-                capture.calls.end(method, url, marks, call_id, attempt, False, hinted)
-                return response
+            meter = Meter(capture, event, start, is_stream_type(content_type))
             raw = response.raw
             try:
                 content = response.content
@@ -240,7 +282,7 @@ class CaptureAdapter(HTTPAdapter):
             event["error_body"] = scrub_body(content, content_type)
             meter.done = True
             capture.submit(event)
-            capture.calls.end(method, url, marks, call_id, attempt, True, hinted)
+            calls.end(method, url, marks, call_id, attempt, True, hinted)
             delay = None
             if retry is not None:
                 delay = retry.status_delay(method, status, kept, attempt, total_wait, retryable)
@@ -250,6 +292,23 @@ class CaptureAdapter(HTTPAdapter):
             time.sleep(delay)
             total_wait += delay
             attempt, backoff_ms = attempt + 1, delay * 1000.0
+
+
+def _batch(request: requests.PreparedRequest, body: Any) -> dict | None:
+    """A bulk POST's ``batch_size`` (None at once unless the path names a bulk endpoint)."""
+    if isinstance(body, str):
+        body = body.encode()
+    size = batch_items(
+        "POST", urlsplit(request.url or "").path, request.headers.get("content-type"), body
+    )
+    return None if size is None else {"batch_size": size}
+
+
+def _facts(headers: Any, wall: float, batch: dict | None) -> dict | None:
+    found = facts.of_mapping(headers, wall)
+    if batch:
+        return {**found, **batch} if found else batch
+    return found
 
 
 def _tell(raw: Any, fallback: int) -> int:
@@ -266,9 +325,11 @@ def mount(
     environment: str | None = None,
     retry: RetryPolicy | None = None,
     sink: Sink | None = None,
+    success_bodies: bool = False,
 ) -> requests.Session:
-    """Capture every call of an existing session (its adapters wrapped, settings kept)."""
-    capture = Capture(integration, environment, sink)
+    """Capture every call of an existing session (its adapters wrapped, settings kept);
+    ``success_bodies`` keeps a scrubbed sample of small JSON 2xx bodies."""
+    capture = Capture(integration, environment, sink, success_bodies)
     for prefix, adapter in list(session.adapters.items()):
         if isinstance(adapter, CaptureAdapter):
             continue
@@ -292,6 +353,10 @@ class Session(requests.Session):
         environment: str | None = None,
         retry: RetryPolicy | None = None,
         sink: Sink | None = None,
+        success_bodies: bool = False,
     ) -> None:
         super().__init__()
-        mount(self, integration=integration, environment=environment, retry=retry, sink=sink)
+        mount(
+            self, integration=integration, environment=environment, retry=retry, sink=sink,
+            success_bodies=success_bodies,
+        )  # fmt: skip

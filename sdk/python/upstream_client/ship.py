@@ -4,7 +4,10 @@ The caller's thread only appends an event dict to a deque (``Shipper.submit``). 
 thread drains it every ``flush_interval`` seconds (sooner when a batch is full) into gzip
 JSON batches for ``POST {url}/api/v1/events``, each with a random ``batch_id`` that it
 keeps for life: Upstream stores a batch id once per API key, so a batch sent twice (a
-lost answer, a replay after ``kill -9``) is stored exactly once.
+lost answer, a replay after ``kill -9``) is stored exactly once. New batches go out
+``max_in_flight`` at a time (lane threads post them while the sender encodes the next),
+so Upstream's workers store them in parallel; two sent together may be stored in either
+order, and one that fails queues behind the rest as below.
 
 When Upstream cannot be reached (or answers 5xx, 429 or 401/403) the sender backs off
 (exponentially, or as long as ``Retry-After`` says) and writes batches, byte for byte as
@@ -27,6 +30,7 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import random
 import sys
 import threading
@@ -34,7 +38,8 @@ import time
 import uuid
 import weakref
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -52,6 +57,9 @@ EVENTS_PATH = "/api/v1/events"
 SPOOL_SUFFIX = ".batch"
 # A temp file this old is the remains of a process killed while writing it.
 STALE_TEMP_S = 3600.0
+# A batch is resent for at most this long (then dropped and counted): Upstream remembers
+# batch ids a day longer (api.models.BATCH_ID_RETAIN_DAYS), so every resend is recognised.
+MAX_SPOOL_AGE_S = 7 * 24 * 3600.0
 # Longest wait honoured from a Retry-After header.
 MAX_RETRY_AFTER_S = 600.0
 # A key Upstream refuses is retried this rarely (an operator may still fix its scopes).
@@ -68,6 +76,15 @@ class Batch(NamedTuple):
     events: int
     dropped: int
     path: Path | None = None  # the spool file it was read from
+    made: float = 0.0  # time.time() when it was built (0: unknown)
+
+
+class Posted(NamedTuple):
+    """What one POST gave: the response, or why there was none; the CPU it took."""
+
+    response: httpx.Response | None
+    error: str
+    cpu_s: float
 
 
 def encode_json(batch_id: str, events: list[dict[str, Any]], dropped: int = 0) -> bytes:
@@ -136,6 +153,7 @@ class Shipper:
         max_backoff: float = 30.0,
         timeout: float = 10.0,
         exit_timeout: float = 5.0,
+        max_in_flight: int = 2,
     ) -> None:
         url = url if url is not None else os.environ.get("UPSTREAM_URL", "")
         self.url = url.strip().rstrip("/")
@@ -152,6 +170,9 @@ class Shipper:
         self.max_backoff = max_backoff
         self.timeout = timeout
         self.exit_timeout = exit_timeout
+        # Two by default: with one request at a time, all but one of Upstream's workers
+        # sat idle while the sender waited (bench/client_overhead.py measures both).
+        self.max_in_flight = max(1, max_in_flight)
         self._warned_disabled = False
         self._fresh_state()
         _live.add(self)
@@ -170,6 +191,7 @@ class Shipper:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._client: httpx.Client | None = None
+        self._lanes: _Lanes | None = None  # started by the sender thread when first needed
         self._dropped = 0  # not yet reported to Upstream
         self._held: deque[Batch] = deque()  # failed batches kept in memory (no spool)
         self._closing = False
@@ -210,6 +232,10 @@ class Shipper:
             self._start()
         if len(queue) >= self.batch_size:
             self._wake.set()
+
+    #: Capture hands over its records (``upstream_client._capture.Meter``) as they are: the
+    #: sender thread builds and redacts each one's event (``_drain``) before encoding it.
+    submit_record = submit
 
     def _refuse(self) -> None:
         if not self.enabled:
@@ -322,6 +348,8 @@ class Shipper:
                 self._cycles_done = cycle
                 self._cond.notify_all()
             if closing:
+                if self._lanes is not None:
+                    self._lanes.stop()
                 client = self._client
                 if client is not None:
                     with contextlib.suppress(Exception):
@@ -332,8 +360,7 @@ class Shipper:
         self._open_spool()
         deadline = self._deadline if final else None
         dropped = self._take_dropped()
-        for batch in self._drain(dropped):
-            self._deliver(batch, deadline)
+        self._deliver_all(self._drain(dropped), deadline)
         self._replay(deadline)
         if final:
             while self._held:  # the process is ending: memory is no longer a place to wait
@@ -347,7 +374,7 @@ class Shipper:
         left = len(queue)
         while left or dropped:
             take = min(left, self.batch_size)
-            events = [queue.popleft() for _ in range(take)]
+            events = _events([queue.popleft() for _ in range(take)])
             left -= take
             yield from self._build(events, dropped)
             dropped = 0
@@ -363,14 +390,59 @@ class Shipper:
             )
         self.counts["built_batches"] += 1
         body = gzip.compress(data, compresslevel=1)
-        return [Batch(batch_id, body, len(events), dropped)]
+        return [Batch(batch_id, body, len(events), dropped, None, time.time())]
 
     def _blocked(self) -> bool:
         return time.monotonic() < self._next_send
 
+    def _must_wait(self, deadline: float | None) -> bool:
+        """Whether a new batch queues behind older ones (or a backoff) instead of going."""
+        return bool(self._spool_files or self._held or self._blocked() or _expired(deadline))
+
+    def _deliver_all(self, batches: Iterable[Batch], deadline: float | None) -> None:
+        """Send new batches ``max_in_flight`` at a time, in order, on the lanes; the
+        sender encodes the next batch meanwhile. Each answer is judged here, oldest first."""
+        in_flight: deque[tuple[Batch, Future]] = deque()
+        try:
+            # The first batch is taken before any lane starts: what it holds is what was
+            # queued when the cycle began, however long starting them takes.
+            for batch in batches:
+                lanes = self._lanes_or_none()
+                if lanes is None:
+                    self._deliver(batch, deadline)
+                    continue
+                while len(in_flight) >= lanes.size:
+                    self._settle(*in_flight.popleft(), deadline)
+                if self._must_wait(deadline):
+                    self._park(batch)
+                else:
+                    in_flight.append((batch, lanes.submit(batch, deadline)))
+        finally:
+            while in_flight:
+                self._settle(*in_flight.popleft(), deadline)
+
+    def _settle(self, batch: Batch, future: Future, deadline: float | None) -> None:
+        posted = future.result()
+        self.sender_cpu_s += posted.cpu_s  # the lane's share of the sender's work
+        result = self._judge(batch, posted)
+        if result == _RETRY:
+            self._park(batch)
+        elif result == _SPLIT:
+            for part in self._split(batch):
+                self._deliver(part, deadline)
+
+    def _lanes_or_none(self) -> _Lanes | None:
+        if self._lanes is None and self.max_in_flight > 1:
+            self._http()  # one client for every lane, made before they start
+            lanes = _Lanes(self._post, self.max_in_flight)
+            if not lanes.size:  # no thread could start (interpreter shutting down)
+                return None
+            self._lanes = lanes
+        return self._lanes
+
     def _deliver(self, batch: Batch, deadline: float | None) -> None:
         """Send a new batch, unless older ones wait (then it queues behind them)."""
-        if self._spool_files or self._held or self._blocked() or _expired(deadline):
+        if self._must_wait(deadline):
             self._park(batch)
             return
         result = self._send(batch, deadline)
@@ -403,16 +475,19 @@ class Shipper:
             self._lose(batch, "refused by Upstream: too large")
             return []
         half = len(events) // 2
-        # Derived ids stay stable, so a replay of a split half is still recognised.
-        return self._build(events[:half], batch.dropped, f"{batch.batch_id}.1") + self._build(
+        # Derived ids stay stable, so a replay of a split half is still recognised; the
+        # halves are as old as the batch.
+        parts = self._build(events[:half], batch.dropped, f"{batch.batch_id}.1") + self._build(
             events[half:], 0, f"{batch.batch_id}.2"
         )
+        return [part._replace(made=batch.made or part.made) for part in parts]
 
     # -- HTTP --------------------------------------------------------------------------------
 
     def _http(self) -> httpx.Client:
         if self._client is None:
             # A plain httpx client, never one of ours: shipping must not capture itself.
+            # Shared by the lanes (httpx's pool is thread-safe); made before any starts.
             self._client = httpx.Client(
                 headers={
                     "Authorization": f"Bearer {self._key}",
@@ -425,6 +500,11 @@ class Shipper:
         return self._client
 
     def _send(self, batch: Batch, deadline: float | None) -> str:
+        return self._judge(batch, self._post(batch, deadline))
+
+    def _post(self, batch: Batch, deadline: float | None) -> Posted:
+        """POST one batch (on the sender thread or a lane); never raises."""
+        cpu = time.thread_time()
         timeout = self.timeout
         if deadline is not None:
             timeout = max(0.05, min(timeout, deadline - time.monotonic()))
@@ -433,7 +513,17 @@ class Shipper:
                 self.url + EVENTS_PATH, content=batch.body, timeout=timeout
             )
         except httpx.HTTPError as exc:
-            self._failed(f"{type(exc).__name__}: {exc}")
+            return Posted(None, f"{type(exc).__name__}: {exc}", time.thread_time() - cpu)
+        except Exception as exc:  # a lane must answer whatever happens
+            logger.exception("upstream-client: sending failed")
+            return Posted(None, f"{type(exc).__name__}: {exc}", time.thread_time() - cpu)
+        return Posted(response, "", time.thread_time() - cpu)
+
+    def _judge(self, batch: Batch, posted: Posted) -> str:
+        """What to do with a batch after its POST (the sender thread's bookkeeping)."""
+        response = posted.response
+        if response is None:
+            self._failed(posted.error)
             return _RETRY
         status = response.status_code
         if status < 300:
@@ -552,8 +642,10 @@ class Shipper:
             if self._spool_bytes + len(batch.body) > self.max_spool_bytes:
                 self._lose(batch, "spool full")
                 return
-        # Names sort by time: replay goes oldest first, across processes too.
-        name = f"{time.time_ns():020d}-{batch.batch_id}{SPOOL_SUFFIX}"
+        # Names sort by when the batch was built: replay goes oldest first, across
+        # processes too, and the name says its age.
+        made_ns = int(batch.made * 1e9) if batch.made else time.time_ns()
+        name = f"{made_ns:020d}-{batch.batch_id}{SPOOL_SUFFIX}"
         temp = spool / f".tmp-{name}"
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -578,6 +670,9 @@ class Shipper:
         """Send held and spooled batches, oldest first, until one fails."""
         while self._held and not self._blocked() and not _expired(deadline):
             batch = self._held[0]
+            if _too_old(batch.made):
+                self._lose(self._held.popleft(), "unsent for 7 days")
+                continue
             result = self._send(batch, deadline)
             if result == _RETRY:
                 return
@@ -617,9 +712,14 @@ class Shipper:
                     len(payload.get("events") or []),
                     int(payload.get("dropped") or 0),
                     path,
+                    _spooled_at(path),
                 )
             except (OSError, EOFError, ValueError, KeyError, TypeError):
                 logger.warning("upstream-client: unreadable spool file %s removed", path.name)
+                _unlink(path)
+                return True
+            if _too_old(batch.made):
+                self._lose(batch, "spooled for 7 days")
                 _unlink(path)
                 return True
             result = self._send(batch, deadline)
@@ -655,6 +755,64 @@ class Shipper:
             # multiprocessing's forked workers leave through os._exit, skipping atexit, and
             # clear inherited finalizers first: register one from its own after-fork hook.
             mp.register_after_fork(self, _mp_child)
+
+
+class _Lanes:
+    """Threads that post the batches handed to them, whichever is free first: the sender
+    keeps at most ``size`` in flight and judges each answer itself, in order."""
+
+    def __init__(self, post: Callable[[Batch, float | None], Posted], size: int) -> None:
+        self._post = post
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.size = 0
+        for n in range(size):
+            thread = threading.Thread(
+                target=self._run, name=f"upstream-client-lane-{n}", daemon=True
+            )
+            try:
+                thread.start()
+            except RuntimeError:  # interpreter shutting down: fewer lanes
+                break
+            self.size += 1
+
+    def submit(self, batch: Batch, deadline: float | None) -> Future:
+        future: Future = Future()
+        self._jobs.put((future, batch, deadline))
+        return future
+
+    def stop(self) -> None:
+        for _ in range(self.size):
+            self._jobs.put(None)
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, batch, deadline = job
+            future.set_result(self._post(batch, deadline))
+
+
+def _too_old(made: float) -> bool:
+    return bool(made) and time.time() - made > MAX_SPOOL_AGE_S
+
+
+def _spooled_at(path: Path) -> float:
+    """When a spool file was written, from its name (``{time_ns}-{batch_id}.batch``)."""
+    stamp = path.name.partition("-")[0]
+    return int(stamp) / 1e9 if stamp.isdigit() else 0.0
+
+
+def _events(items: list) -> list[dict[str, Any]]:
+    """Queued items as event dicts: a capture record's event is built (and redacted) here,
+    on the sender thread, so nothing unredacted is ever encoded or spooled."""
+    events = []
+    for item in items:
+        if item.__class__ is not dict:
+            try:
+                item = item.event()
+            except Exception:
+                logger.exception("upstream-client: an event could not be built")
+                continue
+        events.append(item)
+    return events
 
 
 def _expired(deadline: float | None) -> bool:
