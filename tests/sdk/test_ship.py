@@ -349,6 +349,27 @@ def test_a_refused_batch_is_dropped_and_its_count_reported_with_the_next(ingest,
     assert [p.get("dropped") for p in ingest.batches] == [None, 2, None]
 
 
+class _Unbuildable:
+    """A capture record whose event cannot be built; its error names a secret."""
+
+    def event(self):
+        raise ValueError(f"https://api.stripe.com/v1/charges?key={KEY}")
+
+
+def test_a_record_that_cannot_be_built_is_counted_dropped_and_not_logged(ingest, make, caplog):
+    shipper = make(ingest.url)
+    caplog.set_level(logging.DEBUG)
+    shipper.submit(event(1))
+    shipper.submit(_Unbuildable())
+    assert shipper.flush(timeout=10)
+    shipper.submit(event(2))
+    assert shipper.flush(timeout=10)
+    assert [e["call_id"] for e in ingest.events()] == ["c1", "c2"]
+    assert sum(p.get("dropped", 0) for p in ingest.batches) == 1
+    assert shipper.stats()["dropped_events"] == 1
+    assert "ValueError" in caplog.text and KEY not in caplog.text
+
+
 def test_a_full_queue_drops_and_reports_the_count(ingest, make):
     shipper = make(ingest.url, max_queue=5, flush_interval=30, batch_size=1000)
     for n in range(12):

@@ -375,6 +375,8 @@ class Shipper:
         while left or dropped:
             take = min(left, self.batch_size)
             events = _events([queue.popleft() for _ in range(take)])
+            if len(events) < take:
+                self._count_drop(take - len(events))  # reported with the next batch
             left -= take
             yield from self._build(events, dropped)
             dropped = 0
@@ -808,8 +810,11 @@ def _events(items: list) -> list[dict[str, Any]]:
         if item.__class__ is not dict:
             try:
                 item = item.event()
-            except Exception:
-                logger.exception("upstream-client: an event could not be built")
+            except Exception as exc:
+                # The type only: the message or a traceback could hold what was not redacted.
+                logger.error(
+                    "upstream-client: an event could not be built (%s)", type(exc).__name__
+                )
                 continue
         events.append(item)
     return events
