@@ -486,11 +486,7 @@ def _readopt(named: Policy) -> None:
     """Take back the integration of a policy whose integration was deleted, if one of that
     slug exists again. It is not created here: somebody deleted it on purpose, so only the
     next call that names it creates it again (the writer resolves such rows by key)."""
-    slug, environment, _ = named.key
-    found = Integration.objects.filter(slug=slug)
-    if environment:
-        found = found.filter(environment=environment)
-    matches = list(found[:2])
+    matches = _named_integrations(*named.key[:2])
     if len(matches) == 1:
         named.apply(matches[0])
         with _LOCK:
@@ -553,6 +549,15 @@ def is_loopback(host: str) -> bool:
     return verdict
 
 
+def _named_integrations(slug: str, environment: str | None) -> list[Integration]:
+    """At most two integrations of this slug (and environment, when given): one is a match,
+    two say the slug is ambiguous."""
+    found = Integration.objects.filter(slug=slug)
+    if environment:
+        found = found.filter(environment=environment)
+    return list(found[:2])
+
+
 def resolve_integration(
     slug: str, environment: str | None = None, base_url: str = ""
 ) -> Integration:
@@ -566,14 +571,13 @@ def resolve_integration(
     slug = slug.strip()
     if not slug:
         raise ValueError("integration slug is empty")
-    found = Integration.objects.filter(slug=slug)
-    if environment:
-        found = found.filter(environment=environment)
-    matches = list(found[:2])
+    matches = _named_integrations(slug, environment)
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
-        envs = ", ".join(sorted(m.environment for m in found))
+        envs = ", ".join(
+            sorted(Integration.objects.filter(slug=slug).values_list("environment", flat=True))
+        )
         raise ValueError(
             f"integration {slug!r} exists in several environments ({envs}); pass environment="
         )

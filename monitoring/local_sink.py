@@ -45,17 +45,19 @@ class LocalSink:
         self._loading: set[tuple[str, str | None]] = set()
         self._lock = threading.Lock()
 
+    def _named(self, name: tuple[str, str | None]) -> tuple[Any, Any]:
+        """(policy or None, the ident a row carries) of an integration named by the caller."""
+        # attempts' own index of named policies (a dict read, never the database): it is
+        # emptied by clear_policies and refreshed by the writer, so never stale here.
+        found = attempts._BY_NAME.get(name)
+        if found is None:
+            self._load(name)
+            return None, (*name, "")
+        return found, found.ident
+
     def submit(self, event: dict[str, Any]) -> None:
         try:
-            name = (event["integration"], event.get("environment"))
-            # attempts' own index of named policies (a dict read, never the database): it
-            # is emptied by clear_policies and refreshed by the writer, so never stale here.
-            found = attempts._BY_NAME.get(name)
-            if found is None:
-                self._load(name)
-                ident: Any = (*name, "")
-            else:
-                ident = found.ident
+            _, ident = self._named((event["integration"], event.get("environment")))
             attempt = to_attempt(event, self.source, ident)
         except Exception as exc:  # a sink never raises into the caller's call
             logger.warning("Upstream: an SDK event was not recorded (%s)", type(exc).__name__)
@@ -68,13 +70,7 @@ class LocalSink:
         failure's) through its event."""
         try:
             capture = record._capture
-            name = (capture.integration, capture.environment)
-            found = attempts._BY_NAME.get(name)
-            if found is None:
-                self._load(name)
-                ident: Any = (*name, "")
-            else:
-                ident = found.ident
+            found, ident = self._named((capture.integration, capture.environment))
             attempt = meter_attempt(record, found or attempts._DEFAULT_POLICY, ident, self.source)
             if attempt is None:
                 attempt = to_attempt(record.event(), self.source, ident)
