@@ -6,7 +6,9 @@ probe (``SELECT … FOR UPDATE SKIP LOCKED`` first on PostgreSQL; on SQLite the 
 transaction serialises claimers), so two dispatchers never run one slot twice, and
 ``claimed_until`` keeps a slow run from overlapping the next slot of the same probe.
 :func:`record_runs` moves each probe's state with hysteresis (:func:`next_state`), writes a
-result row and a flip row on change, and hands each run to the recorder as an attempt.
+result row and a flip row on change, and the run's request-log rows and their buckets, all
+in one transaction: a worker killed at any point leaves a run wholly stored or not at all
+(its claim then lapses and the probe's next slot runs as usual).
 
 :class:`Dispatcher` joins them to :func:`monitoring.probes.run.execute`: the calling thread
 claims and writes, an asyncio loop in a second thread runs the HTTP calls concurrently (at
@@ -45,7 +47,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from monitoring import recorder
+from monitoring import attempts, storage
 from monitoring.models import (
     JobState,
     Probe,
@@ -123,13 +125,16 @@ def record_runs(runs: Iterable[tuple[ProbeSpec, RunResult]]) -> list[ProbeResult
     """Store results, move each probe's state (with a flip row on change), release claims.
 
     Only run-state fields are written, so a configuration edit made meanwhile survives.
-    The request-log copies go to the recorder after the transaction.
+    The runs' request-log rows and their buckets commit in the same transaction: a worker
+    killed after the results were stored but before a background writer's turn would have
+    kept the results and lost their rows (the claims of a run that never commits lapse).
     """
     runs = list(runs)
     if not runs:
         return []
     now = timezone.now()
     results, flips, touched = [], [], []
+    log_rows = _request_log_rows(runs)
     with transaction.atomic():
         probes = Probe.objects.only(*_STATE_FIELDS).in_bulk([spec.probe_id for spec, _ in runs])
         for spec, run in runs:
@@ -192,7 +197,11 @@ def record_runs(runs: Iterable[tuple[ProbeSpec, RunResult]]) -> list[ProbeResult
         rows = [_db_values([getattr(p, f) for f in _RUN_FIELDS] + [p.pk]) for p in touched]
         with connection.cursor() as cursor:
             cursor.executemany(_update_sql(_RUN_FIELDS), rows)
-    _to_request_log(runs)
+        if log_rows:
+            # Held until commit on PostgreSQL (FOR KEY SHARE): an integration deleted
+            # meanwhile takes its probes' rows with it, and never leaves orphans.
+            known = storage.existing_integrations({row["integration_id"] for row in log_rows})
+            storage.insert_rows([row for row in log_rows if row["integration_id"] in known])
     return results
 
 
@@ -207,20 +216,25 @@ def _note_incident(probe: Probe, run: RunResult, now: dt.datetime) -> None:
     probe.incident_name, probe.incident_url = name[:300], link[:500]
 
 
-def _to_request_log(runs: list[tuple[ProbeSpec, RunResult]]) -> None:
-    """Every run is also an attempt in the request log (source "probe"), via the recorder.
+def _request_log_rows(runs: list[tuple[ProbeSpec, RunResult]]) -> list[dict]:
+    """Every run is also an attempt in the request log (source "probe"): its rows.
 
     A multi-step run is one attempt per step it sent (a reused sign-in sent nothing).
     """
+    rows = []
     for spec, parent in runs:
         if not parent.logged:
             continue
         for run in parent.attempts or [parent]:
-            _record(spec, run)
+            try:
+                rows.append(attempts.to_row(_attempt(spec, run)))
+            except Exception:  # one bad row must not cost the batch its results
+                logger.exception("probe %s: could not build its request-log row", spec.probe_id)
+    return rows
 
 
-def _record(spec: ProbeSpec, run: RunResult) -> None:
-    recorder.record_attempt(
+def _attempt(spec: ProbeSpec, run: RunResult) -> attempts.Attempt:
+    return attempts.from_fields(
         integration_id=spec.integration_id,
         source="probe",
         method=run.method,

@@ -157,7 +157,10 @@ class Topology:
 
     def start_all(self) -> None:
         self.start_web(2)
-        for n in range(2):
+        self.start_clusters(2)
+
+    def start_clusters(self, clusters: int) -> None:
+        for n in range(clusters):
             self.start(
                 f"cluster{n}",
                 [sys.executable, "manage.py", "qcluster"],
@@ -370,19 +373,37 @@ def _socket_inodes(pid: int) -> set[str]:
     return inodes
 
 
-def process_of_client_port(parent: int, port: int) -> int:
-    """The child of `parent` (a gunicorn arbiter) whose TCP socket has local port `port`."""
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (a gunicorn arbiter's workers; a qcluster's sentinel and
+    its workers, monitor and pusher)."""
+    found, stack = [], [pid]
+    while stack:
+        parent = stack.pop()
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{parent}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    kids = [int(k) for k in (task / "children").read_text().split()]
+                    found += kids
+                    stack += kids
+    return found
+
+
+def process_of_client_port(parent: int, port: int, *, remote: bool = False) -> int:
+    """The process below `parent` whose TCP socket has local port `port` (with `remote`,
+    the one whose socket is connected to a peer at port `port`)."""
+    column = 2 if remote else 1
     owners = {}
     for name in ("tcp", "tcp6"):
         for line in Path(f"/proc/net/{name}").read_text().splitlines()[1:]:
             fields = line.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+            if int(fields[column].rsplit(":", 1)[1], 16) == port:
                 owners[fields[9]] = port
-    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-    for child in map(int, children):
-        if _socket_inodes(child) & owners.keys():
-            return child
-    raise AssertionError(f"no worker of {parent} holds local port {port}")
+    for child in descendants(parent):
+        with contextlib.suppress(OSError):
+            if _socket_inodes(child) & owners.keys():
+                return child
+    side = "remote" if remote else "local"
+    raise AssertionError(f"no process below {parent} holds {side} port {port}")
 
 
 def session_blocked_by(cursor, holder: int, deadline: float) -> tuple[int, int]:
@@ -494,3 +515,89 @@ def test_a_web_worker_killed_mid_batch_loses_nothing(tmp_path):
         cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [backend])
         assert cursor.fetchone()[0] == 0  # the killed worker's session is gone too
     assert time.monotonic() - started < 60
+
+
+def wait_until(topology: Topology, ready, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not ready():
+        topology.check_alive()
+        assert time.monotonic() < deadline, f"waited in vain for {what}\n{topology.logs()}"
+        time.sleep(0.2)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cluster_worker_killed_while_saving_probe_runs_loses_nothing(tmp_path):
+    import psycopg
+
+    flush_redis()
+    target = ProbeTarget()
+    threading.Thread(target=target.serve_forever, daemon=True).start()
+    integration = Integration.objects.create(name="Probed", slug="probed")
+    probe = Probe.objects.create(
+        integration=integration,
+        name="ping",
+        url=f"http://{target.hostport}/ping",
+        interval_s=2,  # below the form's minimum: a test of timing only
+        timeout_s=2,
+        next_run_at=timezone.now(),
+    )
+    results = ProbeResult.objects.filter(probe=probe)
+    rows = RequestLog.objects.filter(integration=integration, source="probe")
+    topology = Topology(tmp_path, target.hostport)
+    holder = psycopg.connect(database_url(), autocommit=True)
+    watcher = psycopg.connect(database_url(), autocommit=True)
+    enqueue = "from django_q.tasks import async_task\nasync_task({!r}, {})"
+    try:
+        topology.start_clusters(1)  # two workers: one is killed, one lives on
+        topology.manage(enqueue.format(DISPATCH, 60))
+        wait_until(topology, rows.exists, 45, f"the first probe run to be stored\n{results}")
+
+        # Hold the integration every write of a probe run's request-log rows must share
+        # (storage.insert_rows): the next run's writer waits inside its transaction, and
+        # the worker it runs in is killed right there.
+        with holder.transaction():
+            holder.execute(
+                "SELECT id FROM monitoring_integration WHERE id = %s FOR UPDATE", [integration.pk]
+            )
+            with watcher.cursor() as cursor:
+                backend, port = session_blocked_by(
+                    cursor, holder.info.backend_pid, time.monotonic() + 15
+                )
+            worker = process_of_client_port(topology.procs[0][1].pid, port)
+            os.kill(worker, signal.SIGKILL)
+            killed_at = timezone.now()
+        # The killed dispatcher's task went with it (the Redis broker hands a task out once);
+        # the next one, on the surviving worker or the one the cluster starts instead, must
+        # find the probe free once the dead run's claim lapses, and run it again.
+        topology.manage(enqueue.format(DISPATCH, 20))
+        wait_until(
+            topology,
+            lambda: Task.objects.filter(func=DISPATCH).exists(),
+            60,
+            "the next dispatcher to finish",
+        )
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker, 0)
+            pytest.fail(f"worker {worker} survived SIGKILL")
+    finally:
+        holder.close()
+        watcher.close()
+        topology.stop()  # the recorder flushes at exit
+        target.shutdown()
+        flush_redis()
+
+    dispatchers = list(Task.objects.filter(func=DISPATCH))
+    assert all(task.success for task in dispatchers), [t.result for t in dispatchers]
+    # Not stuck: the probe ran again after the kill.
+    assert results.filter(created__gt=killed_at).exists(), list(results.values("created"))
+    # Nothing half written: every stored run has its request-log row, and the buckets count
+    # exactly those rows; no slot ran twice.
+    assert rows.count() == results.count(), (rows.count(), results.count())
+    slots = list(results.values_list("scheduled_for", flat=True))
+    assert len(set(slots)) == len(slots), slots
+    buckets = MetricBucket.objects.filter(integration=integration, source="probe", endpoint="")
+    for grain in ("minute", "15m", "hour", "day"):
+        assert buckets.filter(grain=grain).aggregate(n=Sum("total"))["n"] == rows.count(), grain
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [backend])
+        assert cursor.fetchone()[0] == 0  # the killed worker's session is gone too
