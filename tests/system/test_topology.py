@@ -259,7 +259,6 @@ def ingest(url: str, key: str, slug: str, worker: int, sent: list[int], errors: 
 
 @pytest.mark.django_db(transaction=True)
 def test_two_web_servers_and_two_clusters_share_one_database_without_duplicates(tmp_path):
-    started = time.monotonic()
     flush_redis()
     target = ProbeTarget()
     threading.Thread(target=target.serve_forever, daemon=True).start()
@@ -360,7 +359,6 @@ def test_two_web_servers_and_two_clusters_share_one_database_without_duplicates(
     assert evaluations[0].success, evaluations[0].result
     alerts = Alert.objects.filter(integration=integration, rule__kind="error_rate")
     assert alerts.count() == 1
-    assert time.monotonic() - started < 120
 
 
 def _socket_inodes(pid: int) -> set[str]:
@@ -427,7 +425,6 @@ def test_a_web_worker_killed_mid_batch_loses_nothing(tmp_path):
     import psycopg
     from upstream_client.ship import Shipper
 
-    started = time.monotonic()
     integration = Integration.objects.create(name="Kills", slug="kills")
     _, key = ApiKey.issue(name="topology-kill", scopes=["ingest"])
     # One moment for every event: each batch lands in the same buckets at every grain.
@@ -514,7 +511,6 @@ def test_a_web_worker_killed_mid_batch_loses_nothing(tmp_path):
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [backend])
         assert cursor.fetchone()[0] == 0  # the killed worker's session is gone too
-    assert time.monotonic() - started < 60
 
 
 def wait_until(topology: Topology, ready, seconds: float, what: str) -> None:
