@@ -301,12 +301,18 @@ def _payload(request: HttpRequest) -> tuple[str, list, int]:
     return batch_id.strip(), events, dropped
 
 
-def _record_dropped(key: ApiKey, dropped: int) -> None:
-    """Make a sender's losses visible: a RecorderLoss row (listed in the admin) naming the
-    key. Written only for a batch stored now, so a resent batch counts once."""
+def _dropped_loss(key: ApiKey, dropped: int) -> RecorderLoss:
+    """A sender's losses made visible: a RecorderLoss row (listed in the admin) naming the
+    key."""
     reason = f"API key {key.prefix}… ({key.name}) dropped {dropped:,} events before sending"
+    return RecorderLoss(rows=dropped, reason=reason[:500])
+
+
+def _record_dropped(key: ApiKey, dropped: int) -> None:
+    """The drop count of a batch that went to the spool, written on its own when it can be
+    (a stored batch's is written in its transaction, by ``store``)."""
     try:
-        RecorderLoss.objects.create(rows=dropped, reason=reason[:500])
+        _dropped_loss(key, dropped).save()
     except _STORE_ERRORS:
         logger.warning("could not record %d events dropped by key %s", dropped, key.prefix)
 
@@ -342,10 +348,12 @@ def _restore_lock_wait() -> None:
             cursor.execute(f"PRAGMA busy_timeout = {timeout_ms}")
 
 
-def store(rows: list[dict], key: ApiKey, batch_id: str) -> str:
-    """Make rows durable: "stored" (rows, rollup and batch id in one transaction), "duplicate"
-    (another request stored this batch id first), or "spooled" (the database was locked or
-    away: the recorder's spool holds them and replays them; the id waits in the cache).
+def store(rows: list[dict], key: ApiKey, batch_id: str, dropped: int = 0) -> str:
+    """Make rows durable: "stored" (rows, rollup, batch id and the sender's drop count in one
+    transaction: a worker killed after the commit, whose batch is then resent and answered
+    as a duplicate, has lost nothing), "duplicate" (another request stored this batch id
+    first), or "spooled" (the database was locked or away: the recorder's spool holds them
+    and replays them; the id waits in the cache).
 
     Raises Problem 503 if neither the database nor the spool would take them.
     """
@@ -359,6 +367,8 @@ def store(rows: list[dict], key: ApiKey, batch_id: str) -> str:
                 if batch_id:
                     IngestBatch.objects.create(key=key, batch_id=batch_id, accepted=len(rows))
                 storage.insert_rows(rows, rollup=True)
+                if dropped:
+                    _dropped_loss(key, dropped).save()
         finally:
             _restore_lock_wait()
     except IntegrityError:
@@ -398,10 +408,10 @@ def ingest(request: HttpRequest) -> HttpResponse:
         except EventError as exc:
             errors.append({"index": index, "field": exc.field, "message": exc.message})
     # A batch carrying only a drop count is stored too: its batch id makes the count once.
-    outcome = store(rows, key, batch_id) if rows or dropped else "stored"
+    outcome = store(rows, key, batch_id, dropped) if rows or dropped else "stored"
     if outcome == "duplicate":
         return _answer(seen(key, batch_id) or 0, 0, True, [])
-    if dropped:
+    if dropped and outcome == "spooled":
         _record_dropped(key, dropped)
     return _answer(len(rows), len(errors), False, errors)
 

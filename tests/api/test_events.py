@@ -365,3 +365,32 @@ def test_integral_floats_are_integers_as_json_schema_says(client, stripe, key):
     assert RecorderLoss.objects.get().rows == 3
     response = _post(client, key, {"batch_id": "b-half", "events": [_event(status=200.5)]})
     assert response.json()["errors"][0]["field"] == "status"
+
+
+class _Killed(BaseException):
+    """The worker dying between the batch's commit and its answer (SIGKILL, OOM)."""
+
+
+def test_a_worker_dying_after_the_commit_loses_no_drop_count(client, stripe, key, monkeypatch):
+    # The batch commits and its worker dies before answering: the SDK resends the batch,
+    # which is a duplicate. Its drop count must have committed with it, or it is lost.
+    stored = events_view.store
+
+    def store_then_die(*args, **kwargs):
+        stored(*args, **kwargs)
+        raise _Killed
+
+    body = {"batch_id": "b-killed", "events": [_event(), _event()], "dropped": 7}
+    monkeypatch.setattr(events_view, "store", store_then_die)
+    with pytest.raises(_Killed):
+        _post(client, key, body)
+    monkeypatch.setattr(events_view, "store", stored)
+    response = _post(client, key, body)
+    assert response.json() == {"accepted": 2, "rejected": 0, "duplicate": True, "errors": []}
+    assert RequestLog.objects.count() == 2
+    loss = RecorderLoss.objects.get()
+    assert loss.rows == 7 and key not in loss.reason  # the key's prefix, never the key
+    # A batch carrying only a drop count (the SDK's, after a full spool) counts it once too.
+    _post(client, key, {"batch_id": "b-drops", "events": [], "dropped": 5})
+    _post(client, key, {"batch_id": "b-drops", "events": [], "dropped": 5})
+    assert sorted(RecorderLoss.objects.values_list("rows", flat=True)) == [5, 7]
