@@ -146,7 +146,7 @@ def _verdicts(
         for iid in ids
     }
     hooks = _webhook_signals(ids, now, scope)
-    for iid in hooks:
+    for iid in hooks.keys() & judged.keys():  # the scope may have grown since ids were read
         judged[iid] = verdict.with_webhooks(
             judged[iid],
             hooks[iid],
@@ -394,7 +394,8 @@ def overview(request):
         shown_ranks = ranked[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
         page_ids = [r[3] for r in shown_ranks]
         objects = Integration.objects.in_bulk(page_ids)
-        shown = [(needs_look, objects[pk]) for needs_look, _, _, pk in shown_ranks]
+        # One deleted since the list was read is left out, not an error.
+        shown = [(look, objects[pk]) for look, _, _, pk in shown_ranks if pk in objects]
         summaries = metrics.summary_by_integration(page_ids, start, end, source=CALLS, now=end)
         grain, step = charts.spark_step(start, end)
         lines = metrics.counts_by_integration(
