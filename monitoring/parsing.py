@@ -97,12 +97,14 @@ def _template_segment(segment: str) -> str:
     value = unquote(segment)
     if _NUMERIC.fullmatch(value):
         return "{id}"
-    if _UUID.fullmatch(value):
+    # Each pattern is tried only where its one fixed feature is there (a UUID's length, an
+    # address's "@", an extension's "."): a path's ids are all new, so this runs per call.
+    if len(value) == 36 and _UUID.fullmatch(value):
         return "{uuid}"
-    if _EMAIL.fullmatch(value):
+    if "@" in value and _EMAIL.fullmatch(value):
         return "{email}"
     # Twilio-style ``/Messages/SM123….json`` keeps its extension so formats stay apart.
-    ext = _EXTENSION.fullmatch(value)
+    ext = _EXTENSION.fullmatch(value) if "." in value else None
     if ext:
         stem = _template_segment(ext[1])
         if stem.startswith("{"):
@@ -132,8 +134,9 @@ def _looks_like_id(value: str) -> bool:
 
 def _random_alnum(value: str) -> bool:
     # Words in paths are letters (camelCase at most); ids mix in digits or flip case at
-    # random (a word 10+ long with a digit in it is rare).
-    if any(c.isdigit() for c in value):
+    # random (a word 10+ long with a digit in it is rare). ``value`` is ASCII letters and
+    # digits: it holds a digit exactly when it is not all letters.
+    if not value.isalpha():
         return True
     return len(_CASE_SWITCH.findall(value)) >= 4
 
