@@ -212,6 +212,15 @@ def _phase(
     return samples, cpu_samples
 
 
+def _summary(samples: dict, cpu_samples: dict) -> tuple[dict, dict, dict]:
+    """Per client in µs: median and p99 wall time, median CPU time."""
+    us = 1e6
+    median = {name: statistics.median(s) * us for name, s in samples.items()}
+    p99 = {name: _p(s, 0.99) * us for name, s in samples.items()}
+    cpu = {name: statistics.median(s) * us for name, s in cpu_samples.items()}
+    return median, p99, cpu
+
+
 def _p(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -418,18 +427,13 @@ def main() -> None:
             upstream.terminate()
             upstream.wait()
 
-    us = 1e6
-    median = {name: statistics.median(s) * us for name, s in samples.items()}
-    p99 = {name: _p(s, 0.99) * us for name, s in samples.items()}
-    cpu = {name: statistics.median(s) * us for name, s in cpu_samples.items()}
+    median, p99, cpu = _summary(samples, cpu_samples)
     added = {ours: median[ours] - median[plain] for _, ours, plain in PAIRS}
     added_p99 = {ours: p99[ours] - p99[plain] for _, ours, plain in PAIRS}
     added_cpu = {ours: cpu[ours] - cpu[plain] for _, ours, plain in PAIRS}
     # Phase 2: each peer and ours against plain httpx of the same phase; the ratios divide
     # figures of that one phase.
-    p_median = {name: statistics.median(s) * us for name, s in with_peers.items()}
-    p_p99 = {name: _p(s, 0.99) * us for name, s in with_peers.items()}
-    p_cpu = {name: statistics.median(s) * us for name, s in with_peers_cpu.items()}
+    p_median, p_p99, p_cpu = _summary(with_peers, with_peers_cpu)
     beside = {name: p_median[name] - p_median["plain"] for name in PEERS}
     beside_p99 = {name: p_p99[name] - p_p99["plain"] for name in PEERS}
     beside_cpu = {name: p_cpu[name] - p_cpu["plain"] for name in PEERS}
@@ -487,25 +491,18 @@ def main() -> None:
         "plain_median_us": round(median["plain"], 1),
         "plain2_median_us": round(median["plain2"], 1),
         "plain_r_median_us": round(median["plain_r"], 1),
-        "httpx_added_median_us": round(added["ours"], 1),
-        "httpx2_added_median_us": round(added["ours2"], 1),
-        "requests_added_median_us": round(added["ours_r"], 1),
-        "httpx_added_p99_us": round(added_p99["ours"], 1),
-        "httpx2_added_p99_us": round(added_p99["ours2"], 1),
-        "requests_added_p99_us": round(added_p99["ours_r"], 1),
-        "monitored_added_median_us": round(beside["monitored"], 1),
-        "otel_added_median_us": round(beside["otel"], 1),
-        "sentry_added_median_us": round(beside["sentry"], 1),
-        "otel_added_p99_us": round(beside_p99["otel"], 1),
-        "sentry_added_p99_us": round(beside_p99["sentry"], 1),
+        **{
+            f"{label}_added_{kind}_us": round(figures[name], 1)
+            for kind, figures in (("median", added), ("p99", added_p99), ("cpu", added_cpu))
+            for label, name, _ in PAIRS
+        },
+        **{
+            f"{name}_added_{kind}_us": round(figures[name], 1)
+            for kind, figures in (("median", beside), ("p99", beside_p99), ("cpu", beside_cpu))
+            for name in PEERS[1:]
+        },
         "ratio_ours_otel": round(ratio("otel", beside), 3),
         "ratio_ours_sentry": round(ratio("sentry", beside), 3),
-        "httpx_added_cpu_us": round(added_cpu["ours"], 1),
-        "httpx2_added_cpu_us": round(added_cpu["ours2"], 1),
-        "requests_added_cpu_us": round(added_cpu["ours_r"], 1),
-        "monitored_added_cpu_us": round(beside_cpu["monitored"], 1),
-        "otel_added_cpu_us": round(beside_cpu["otel"], 1),
-        "sentry_added_cpu_us": round(beside_cpu["sentry"], 1),
         "ratio_ours_otel_cpu": round(ratio("otel", beside_cpu), 3),
         "ratio_ours_sentry_cpu": round(ratio("sentry", beside_cpu), 3),
         "httpx_added_beside_peers_median_us": round(beside["ours"], 1),
