@@ -344,12 +344,18 @@ def percentiles_encoded(
     The query layer's path for a chart point: it asks for a few percentiles of a merge and
     nothing else, so it reads them off the cumulative counts of the dense merge.
     """
+    blobs = [blob for blob in blobs if blob]
+    qs = list(qs)
+    if len(blobs) == 1:
+        # One blob (a chart point of one bucket): where every count is one byte its
+        # running counts are read straight off the bytes, no 790-bucket dense merge.
+        pairs = _one_byte_pairs(blobs[0] if type(blobs[0]) is bytes else bytes(blobs[0]))
+        if pairs is not None:
+            return _pick(qs, pairs[0], list(accumulate(pairs[1])), lo, hi)
     dense = [0] * BUCKET_COUNT
     total = 0
     for blob in blobs:
-        if blob:
-            total += _accumulate(blob, dense)
-    qs = list(qs)
+        total += _accumulate(blob, dense)
     if not total:
         for q in qs:
             _rank(q, 1)  # still reject a bad q when there is nothing to rank
@@ -387,6 +393,26 @@ def _from_dense(dense: list[int], total: int) -> Histogram:
         # costs more than decoding a typical minute blob.
         hist._counts = dict(zip(compress(_INDEXES, dense), compress(dense, dense), strict=True))
     return hist
+
+
+def _one_byte_pairs(blob: bytes) -> tuple[list[int], bytes] | None:
+    """(bucket indexes, counts) of a blob whose deltas after the first index and whose
+    counts all take one byte, or None for any other blob (malformed ones included)."""
+    if len(blob) < 3 or blob[0] != ENCODING_VERSION:
+        return None
+    first, pos = blob[1], 2
+    if first & 0x80:
+        high = blob[2]
+        if not 0 < high < 0x80:
+            return None
+        first, pos = (first & 0x7F) | high << 7, 3
+    tail = blob[pos:]  # the first count, then (delta, count) pairs
+    if not (first and len(tail) & 1 and tail.isascii() and b"\x00" not in tail):
+        return None
+    indexes = list(accumulate(tail[1::2], initial=first - 1))  # from -1, as encoded
+    if indexes[-1] >= BUCKET_COUNT:
+        return None
+    return indexes, tail[::2]
 
 
 def _accumulate(blob: bytes | bytearray | memoryview, dense: list[int]) -> int:

@@ -483,6 +483,34 @@ def test_percentiles_straight_from_blobs_match_those_of_the_merged_histogram(min
         )
 
 
+@given(
+    st.dictionaries(
+        st.integers(0, BUCKET_COUNT - 1),
+        st.integers(1, 127) | st.integers(128, 16_383) | st.integers(16_384, 10**9),
+        min_size=1,
+        max_size=60,
+    ),
+    st.lists(percentile_q, min_size=1, max_size=4),
+)
+@example({0: 1}, [50])
+@example({789: 16_383, 0: 128}, [0, 100])
+@example({3: 16_384}, [99])
+def test_one_blob_of_any_shape_reads_the_same_as_the_histogram_it_encodes(counts, qs):
+    # One- and two-byte varints are read by pattern, longer ones the long way; a single
+    # blob's percentiles skip the dense merge. All must agree with the histogram itself.
+    hist = Histogram()
+    for index, count in counts.items():
+        hist.add(bucket_value(index), count)
+    blob = hist.encode()
+    assert Histogram.decode(blob) == hist
+    assert merge_encoded([blob]).total == sum(counts.values())
+    assert decode_counts(blob) == counts
+    assert percentiles_encoded([blob, b""], qs) == hist.percentiles(qs, None, None)
+    assert percentiles_encoded([memoryview(blob)], qs, 1.0, 100.0) == hist.percentiles(
+        qs, 1.0, 100.0
+    )
+
+
 def test_percentiles_straight_from_blobs_reject_what_decode_rejects():
     good = Histogram.from_values([5.0, 120.0]).encode()
     with pytest.raises(ValueError, match="truncated"):
