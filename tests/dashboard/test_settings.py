@@ -214,3 +214,29 @@ def test_django_records_are_printed_once():
     assert logging.getLogger("django").handlers == []
     assert logging.getLogger("django").propagate
     assert logging.getLogger().handlers
+
+
+def _recorder_batch(env: dict[str, str]) -> str:
+    result = _manage(
+        [
+            "shell",
+            "--no-imports",
+            "-c",
+            "from django.conf import settings; print(settings.UPSTREAM['RECORDER_BATCH_SIZE'])",
+        ],
+        env,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_the_recorder_batch_is_larger_on_postgresql_and_an_operator_may_set_it():
+    # Settings only: neither command connects to a database.
+    sqlite = {"DATABASE_URL": "", "UPSTREAM_RECORDER_BATCH_SIZE": ""}
+    postgres = {
+        "DATABASE_URL": "postgres://u@db.internal/upstream",
+        "UPSTREAM_RECORDER_BATCH_SIZE": "",
+    }
+    assert _recorder_batch(sqlite) == "2000"
+    assert _recorder_batch(postgres) == "5000"
+    assert _recorder_batch({**postgres, "UPSTREAM_RECORDER_BATCH_SIZE": "750"}) == "750"
