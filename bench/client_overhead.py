@@ -35,7 +35,11 @@ CPU per event (its capacity when Upstream is not the bottleneck). Goal: ≤ 15 �
 (median) per library, ≤ 1/10 of OTel's added cost, 0 lost, ≥ 20,000 events/s shipped. The
 last line is JSON with every figure.
 
+With ``--instructions`` (needs valgrind) it also counts the instructions each client
+retires per call (bench/_instructions.py), which no load on the machine changes.
+
     python bench/client_overhead.py [--n 1000] [--reps 7] [--events 100000] [--workers 2]
+                                    [--instructions]
 """
 
 from __future__ import annotations
@@ -324,6 +328,11 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=7, help="repetitions")
     parser.add_argument("--events", type=int, default=100_000, help="events shipped")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers of Upstream")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count instructions per call under valgrind (bench/_instructions.py)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="upstream-bench-") as workdir:
@@ -541,7 +550,31 @@ def main() -> None:
         "ship_dropped": ship_stats["dropped_events"] + serial_stats["dropped_events"],
         "upstream_workers": args.workers,
     }
+    if args.instructions:
+        figures.update(_instruction_figures())
     print(json.dumps(figures))
+
+
+def _instruction_figures() -> dict:
+    """Instructions per call under callgrind (after the timed runs: it loads both cores)."""
+    from bench import _instructions
+
+    counts = _instructions.per_call()
+    added = {label: counts[ours] - counts[plain] for label, ours, plain in PAIRS}
+    otel = counts["otel"] - counts["plain"]
+    print("instructions per call (callgrind, canned in-process responses, no network):")
+    for label, _, plain in PAIRS:
+        print(
+            f"  {label:9s}: plain {counts[plain]:9,}, ours +{added[label]:,} "
+            f"({added[label] / counts[plain]:.1%} of a plain call)"
+        )
+    print(f"  OTel on httpx: +{otel:,}; ours/OTel {added['httpx'] / otel:.3f} (goal ≤ 0.1)")
+    return {
+        "instructions_per_call": counts,
+        **{f"{label}_added_instructions": n for label, n in added.items()},
+        "otel_added_instructions": otel,
+        "ratio_ours_otel_instructions": round(added["httpx"] / otel, 3),
+    }
 
 
 if __name__ == "__main__":
