@@ -17,13 +17,14 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SHORT, LONG = 100, 600
-# (label, ours, plain): as bench/client_overhead.PAIRS; "otel" is httpx under OpenTelemetry.
-CLIENTS = ("plain", "ours", "plain2", "ours2", "plain_r", "ours_r", "otel")
+# Client names as bench/client_overhead.py gives them: plain/ours (httpx), plain2/ours2
+# (httpx2), plain_r/ours_r (requests), and otel (httpx under OpenTelemetry).
 
 BODY = b'{"id": 42, "object": "customer", "name": "Ada Lovelace"}'
 HEADERS = {
@@ -83,11 +84,12 @@ def _client(name: str):
             return module.Response(200, headers=raw_headers, stream=module.ByteStream(BODY))
 
     if name.startswith("ours"):
-        import upstream_client
-        import upstream_client.httpx2
+        import importlib
 
-        kind = upstream_client.httpx2.Client if library == "httpx2" else upstream_client.Client
-        return kind(integration="bench", sink=_Queue(), transport=CannedTransport())
+        ours = importlib.import_module(
+            "upstream_client" if library == "httpx" else "upstream_client.httpx2"
+        )
+        return ours.Client(integration="bench", sink=_Queue(), transport=CannedTransport())
     client = module.Client(transport=CannedTransport())
     if name == "otel":
         from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
@@ -121,14 +123,14 @@ def _count(name: str, n: int) -> int:
     return int(found[1])
 
 
-def per_call() -> dict[str, int]:
-    """Instructions per call of every client in CLIENTS (two counts each, two at a time)."""
+def per_call(clients: Sequence[str]) -> dict[str, int]:
+    """Instructions per call of each named client (two counts each, two at a time)."""
     if shutil.which("valgrind") is None:
         raise SystemExit("--instructions needs valgrind (Debian: apt-get install valgrind)")
-    jobs = [(name, n) for name in CLIENTS for n in (SHORT, LONG)]
+    jobs = [(name, n) for name in clients for n in (SHORT, LONG)]
     with ThreadPoolExecutor(max_workers=2) as pool:
         counts = dict(zip(jobs, pool.map(lambda job: _count(*job), jobs), strict=True))
-    return {name: (counts[name, LONG] - counts[name, SHORT]) // (LONG - SHORT) for name in CLIENTS}
+    return {name: (counts[name, LONG] - counts[name, SHORT]) // (LONG - SHORT) for name in clients}
 
 
 if __name__ == "__main__":

@@ -559,7 +559,9 @@ def _instruction_figures() -> dict:
     """Instructions per call under callgrind (after the timed runs: it loads both cores)."""
     from bench import _instructions
 
-    counts = _instructions.per_call()
+    counts = _instructions.per_call(
+        [*(n for _, ours, plain in PAIRS for n in (plain, ours)), "otel"]
+    )
     added = {label: counts[ours] - counts[plain] for label, ours, plain in PAIRS}
     otel = counts["otel"] - counts["plain"]
     print("instructions per call (callgrind, canned in-process responses, no network):")
