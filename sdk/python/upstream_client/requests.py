@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import BaseAdapter, HTTPAdapter
+from requests.models import CONTENT_CHUNK_SIZE
 
 from upstream_client import facts
 from upstream_client._capture import (
@@ -236,8 +237,11 @@ class CaptureAdapter(HTTPAdapter):
                 if found is not None:
                     content_type = found.get("content-type")
                     content_type = content_type[1] if content_type else None
+                    length = found.get("content-length")
+                    length = length[1] if length else None
                 else:
                     content_type = answer.get("content-type")
+                    length = answer.get("content-length")
                 track = marks is not NO_MARKS or hinted or calls.pending
                 if track and call_id is None:
                     call_id = new_call_id()
@@ -254,6 +258,11 @@ class CaptureAdapter(HTTPAdapter):
                     meter.body = []
                 if not hasattr(response.raw, "stream"):
                     meter.finish()  # an adapter without a urllib3 body (a test double)
+                elif not stream and _one_chunk(length):
+                    # Read here, as Session.send would, in the one chunk requests reads a
+                    # body this small in: the same first byte, end and bytes the wrapped
+                    # raw would record, without a generator layer per read.
+                    _read_whole(response, meter)
                 else:
                     response.raw = _RawMeter(response.raw, meter)
                     if not stream:
@@ -292,6 +301,27 @@ class CaptureAdapter(HTTPAdapter):
             time.sleep(delay)
             total_wait += delay
             attempt, backoff_ms = attempt + 1, delay * 1000.0
+
+
+def _one_chunk(length: str | None) -> bool:
+    """Whether a body of this Content-Length comes in one of requests' reads."""
+    return length is not None and length.isdigit() and int(length) <= CONTENT_CHUNK_SIZE
+
+
+def _read_whole(response: requests.Response, meter: Meter) -> None:
+    """Read a small body at once and account for it as the one chunk it is."""
+    raw = response.raw
+    try:
+        content = response.content
+    except Exception as exc:
+        # What urllib3 raised, as the wrapped raw sees it, not requests' translation.
+        context = exc.__context__
+        meter.broken(context if isinstance(exc, requests.RequestException) and context else exc)
+        raise
+    if content:
+        meter.chunk(content)
+    meter.complete = True
+    meter.finish(_tell(raw, len(content)))
 
 
 def _batch(request: requests.PreparedRequest, body: Any) -> dict | None:
